@@ -1,0 +1,69 @@
+# sppnet-exp: `make table2` and `make test` are all a fresh clone needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+UV     := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+STAMP  := $(VENV)/.installed
+# Extra Hydra overrides for the table targets, e.g. `make table2 ARGS="data=imagenet data.root=/data/ilsvrc scale=paper trainer=ddp"`
+ARGS   ?=
+PYTEST_ARGS ?=
+
+TABLE2_CELLS := $(shell printf 'table2/%s,' zf5_nospp zf5_spp_single zf5_spp_multi convnet5_nospp convnet5_spp_single convnet5_spp_multi overfeat5_nospp overfeat5_spp_single overfeat5_spp_multi overfeat7_nospp overfeat7_spp_single overfeat7_spp_multi | sed 's/,$$//')
+TABLE3_CELLS := table3/zf5_spp_single,table3/zf5_spp_multi,table3/overfeat7_spp_single,table3/overfeat7_spp_multi
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v uv >/dev/null 2>&1 || [ -x $(HOME)/.local/bin/uv ] || python3 -m pip install --user -q uv
+	$(UV) venv -q --allow-existing --python 3.11 $(VENV)
+	$(UV) pip install -q --python $(PY) --require-hashes -r requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv from requirements.lock (uv, hashes checked)
+
+lock:  ## re-resolve requirements.in into requirements.lock (with hashes)
+	$(UV) pip compile requirements.in --python-version 3.11 --generate-hashes --no-header -o requirements.lock
+
+table2: $(STAMP)  ## Table 2: 4 networks x 3 modes (multirun), then the report
+	$(PY) -m sppnet_exp.train -m 'experiment=$(TABLE2_CELLS)' $(ARGS)
+	$(PY) -m sppnet_exp.report table=table2 $(ARGS)
+
+table3: $(STAMP)  ## Table 3: single-view tests of Table 2's checkpoints (trains what is missing)
+	$(PY) -m sppnet_exp.eval -m 'experiment=$(TABLE3_CELLS)' $(ARGS)
+	$(PY) -m sppnet_exp.report table=table3 $(ARGS)
+
+verify-table2: $(STAMP)  ## check Table 2 results against experiments/table2/expected.yaml
+	$(PY) -m sppnet_exp.report table=table2 verify=true $(ARGS)
+
+verify-table3: $(STAMP)  ## check Table 3 results against experiments/table3/expected.yaml
+	$(PY) -m sppnet_exp.report table=table3 verify=true $(ARGS)
+
+test: $(STAMP)  ## fast test suite (what CI runs)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-full: $(STAMP)  ## every test, the slow ones included
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)  ## ruff format + fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(STAMP)  ## benchmarks -> outputs/bench/*.json + summary.md
+	$(PY) -m sppnet_exp.bench.run $(ARGS)
+
+complexity: $(STAMP)  ## regenerate experiments/golden/model_complexity.json
+	$(PY) -m sppnet_exp.models.complexity --write
+
+clean:  ## remove outputs, caches and the venv
+	rm -rf outputs multirun wandb .pytest_cache .ruff_cache $(VENV)
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: help install lock table2 table3 verify-table2 verify-table3 test test-full lint format bench complexity clean

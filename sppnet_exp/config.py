@@ -1,0 +1,58 @@
+"""Where the Hydra configs live, and the OmegaConf resolvers they use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+
+
+def config_dir() -> str:
+    """Return the Hydra config folder: `sppnet_exp/conf` in a wheel, the repo's `conf/` in a checkout."""
+    for candidate in (PACKAGE_DIR / "conf", REPO_DIR / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"no Hydra config folder: looked for train.yaml in {PACKAGE_DIR / 'conf'} and {REPO_DIR / 'conf'}"
+    )
+
+
+def fingerprint(*parts: Any) -> str:
+    """Return an 8-hex-digit hash of config nodes: the identity of a run (same inputs → same run dir)."""
+    plain = [
+        OmegaConf.to_container(p, resolve=True) if isinstance(p, DictConfig | ListConfig) else p
+        for p in parts
+    ]
+    blob = json.dumps(plain, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def wandb_offline() -> bool:
+    """W&B runs offline unless an API key is configured (env or ~/.netrc) or WANDB_MODE says otherwise."""
+    mode = os.environ.get("WANDB_MODE", "")
+    if mode in ("online", "run"):
+        return False
+    if mode in ("offline", "dryrun", "disabled"):
+        return True
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" not in netrc.read_text()
+    except OSError:
+        return True
+
+
+def register_resolvers() -> None:
+    """Register `${sppnet.fingerprint:...}` and `${sppnet.wandb_offline:}` (idempotent)."""
+    if not OmegaConf.has_resolver("sppnet.fingerprint"):
+        OmegaConf.register_new_resolver("sppnet.fingerprint", fingerprint)
+    if not OmegaConf.has_resolver("sppnet.wandb_offline"):
+        OmegaConf.register_new_resolver("sppnet.wandb_offline", wandb_offline)

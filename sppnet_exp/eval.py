@@ -1,0 +1,23 @@
+"""Test a cell's checkpoint on more views (Table 3): ``python -m sppnet_exp.eval experiment=table3/zf5_spp_single``.
+
+The cell's run dir is found from its config exactly as training computes it, so Table 2's sweep provides
+the checkpoints; a cell that was never trained (or was killed) is trained (or resumed) first.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from sppnet_exp.config import config_dir
+from sppnet_exp.train import run_task
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point (``sppnet-eval``)."""
+    return run_task(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Small building blocks: within-channel LRN, layer specs, output-size arithmetic and width scaling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "Conv",
+    "Norm",
+    "Pool",
+    "WithinChannelLRN",
+    "make_norm",
+    "out_size",
+    "scale_channels",
+    "scale_width",
+]
+
+
+class WithinChannelLRN(nn.Module):
+    """Caffe ``LRN`` with ``norm_region: WITHIN_CHANNEL`` (the authors' ZF-5): a spatial, per-channel normaliser.
+
+    ``y = x / (1 + alpha * mean_{size x size window}(x^2)) ** beta``; the window is zero-padded and the mean always
+    divides by ``size^2`` (Caffe's alpha/size^2 with a clipped sum). ``nn.LocalResponseNorm`` is across channels.
+    """
+
+    def __init__(self, size: int = 3, alpha: float = 5e-5, beta: float = 0.75) -> None:
+        super().__init__()
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"WithinChannelLRN size must be odd and positive, got {size}")
+        self.size, self.alpha, self.beta = size, alpha, beta
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean_sq = F.avg_pool2d(x * x, self.size, stride=1, padding=self.size // 2, count_include_pad=True)
+        return x / (1.0 + self.alpha * mean_sq).pow(self.beta)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}"
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A conv layer (always followed by a ReLU named ``relu<i>``); ``out`` is the width-1.0 channel count."""
+
+    name: str
+    out: int
+    k: int
+    s: int = 1
+    p: int = 0
+    groups: int = 1
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A max-pooling layer; ``ceil`` selects Caffe/cuda-convnet's ceil output rule."""
+
+    name: str
+    k: int
+    s: int
+    ceil: bool = False
+
+
+@dataclass(frozen=True)
+class Norm:
+    """A local response normalisation: ``within`` (authors' ZF-5), ``krizhevsky`` (k=2) or ``caffe`` (k=1)."""
+
+    name: str
+    kind: str
+
+
+def make_norm(kind: str) -> nn.Module:
+    """The LRN module for a :class:`Norm` kind."""
+    if kind == "within":
+        return WithinChannelLRN(3, alpha=5e-5, beta=0.75)
+    if kind == "krizhevsky":
+        return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    if kind == "caffe":
+        return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+    raise ValueError(f"unknown LRN kind {kind!r}; expected within, krizhevsky or caffe")
+
+
+def out_size(a: int, k: int, s: int, p: int = 0, ceil: bool = False, dilation: int = 1) -> int:
+    """Output length of a conv/pool on ``a`` cells (PyTorch rules, including ceil mode's last-window check)."""
+    eff = dilation * (k - 1) + 1
+    span = a + 2 * p - eff
+    if span < 0:
+        return 0
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= a + p:  # the last window may not start in the right padding
+        out -= 1
+    return out
+
+
+def scale_channels(c: int, width: float, multiple: int = 8) -> int:
+    """Scale a channel count by ``width``, rounded to a multiple of ``multiple`` (at least ``multiple``)."""
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+    return max(multiple, int(round(c * width / multiple)) * multiple)
+
+
+def scale_width(n: int, width: float) -> int:
+    """Scale an fc width (e.g. 4096) by ``width``, rounded to an int (at least 1)."""
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+    return max(1, int(round(n * width)))

@@ -1,0 +1,56 @@
+"""Turn finished runs into a table in the paper's layout: ``python -m sppnet_exp.report table=table2``.
+
+Prints the table beside the paper's numbers, writes ``experiments/<table>/results.{md,csv}``, logs it to
+W&B as a Table, and with ``verify=true`` exits 1 when a value is outside ``expected.yaml``'s tolerances.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from sppnet_exp.config import config_dir
+from sppnet_exp.reporting import build_report
+
+log = logging.getLogger(__name__)
+
+
+def report(cfg: DictConfig) -> bool:
+    """Build, print, write and log the report of ``cfg.table``; return whether verification passed."""
+    experiments_dir = Path(cfg.paths.experiments_dir)
+    rep = build_report(
+        table=cfg.table,
+        runs_root=Path(cfg.paths.runs_root),
+        experiments_dir=experiments_dir,
+        data=cfg.data,
+        scale=cfg.scale,
+        source=cfg.source,
+        wandb_project=cfg.wandb.project,
+        wandb_entity=cfg.wandb.entity,
+        verify=cfg.verify,
+    )
+    print(rep.console)
+    if cfg.write and rep.rows:
+        rep.to_files(experiments_dir / cfg.table)
+        print(f"written: {experiments_dir / cfg.table / 'results.md'} and results.csv")
+    if cfg.wandb.log and rep.rows:
+        rep.log_to_wandb(project=cfg.wandb.project, group=cfg.table, entity=cfg.wandb.entity)
+    if cfg.verify:
+        print("\n".join(rep.verify_lines))
+        return bool(rep.verify_ok)
+    return True
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="report")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point (``sppnet-report``)."""
+    if not report(cfg):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Results, collection, rendering and verification of the paper's tables.
+
+Entry point for ``sppnet_exp.report``: :func:`build_report` → :class:`Report` (Markdown/CSV/console text,
+the rows, the verify outcome), then ``Report.to_files(experiments_dir / table)`` and optionally
+``Report.log_to_wandb(...)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sppnet_exp.reporting.collect import Collection, aggregate, load_local, select
+from sppnet_exp.reporting.results import (
+    RESULTS_FILE,
+    deep_merge,
+    iter_results,
+    make_payload,
+    read_results,
+    update_results,
+    write_results,
+)
+from sppnet_exp.reporting.tables import (
+    CSV_COLUMNS,
+    Header,
+    TableSpec,
+    build_values,
+    csv_rows,
+    load_spec,
+    render_console,
+    render_csv,
+    render_markdown,
+)
+from sppnet_exp.reporting.verify import VerifyResult, verify_values
+from sppnet_exp.utils.io import atomic_write_text
+
+__all__ = [
+    "CSV_COLUMNS",
+    "RESULTS_FILE",
+    "Report",
+    "build_report",
+    "deep_merge",
+    "iter_results",
+    "load_spec",
+    "make_payload",
+    "read_results",
+    "update_results",
+    "write_results",
+]
+
+SPEC_FILE = "expected.yaml"
+
+
+@dataclass
+class Report:
+    """A rendered table plus its verify outcome (``verify_ok`` None: not verified / no section applies)."""
+
+    table: str
+    spec: TableSpec
+    markdown: str
+    csv: str
+    console: str
+    rows: list[dict[str, Any]]
+    data: str | None
+    scale: str | None
+    n_runs: int
+    notes: list[str] = field(default_factory=list)
+    verify_ok: bool | None = None
+    verify_lines: list[str] = field(default_factory=list)
+    verify_section: str | None = None
+
+    def to_files(self, out_dir: str | os.PathLike[str]) -> list[Path]:
+        """Write ``results.md`` and ``results.csv`` atomically into ``out_dir``."""
+        out = Path(out_dir)
+        md = self.markdown
+        if self.verify_lines:
+            md += "\n## Verification\n\n```\n" + "\n".join(self.verify_lines) + "\n```\n"
+        return [atomic_write_text(out / "results.md", md), atomic_write_text(out / "results.csv", self.csv)]
+
+    def log_to_wandb(
+        self,
+        project: str,
+        group: str | None = None,
+        mode: str = "online",
+        entity: str | None = None,
+        dir: str | None = None,
+    ) -> str | None:
+        """Log the rows as a ``wandb.Table`` in a ``job_type="report"`` run (group default: the spec's)."""
+        from sppnet_exp.reporting.wandb_io import log_table
+
+        return log_table(
+            self.rows,
+            table=self.table,
+            project=project,
+            group=group or self.spec.wandb_group,
+            mode=mode,
+            entity=entity,
+            markdown=self.markdown,
+            config={
+                "data": self.data,
+                "scale": self.scale,
+                "n_runs": self.n_runs,
+                "verify_ok": self.verify_ok,
+            },
+            dir=dir,
+        )
+
+
+def build_report(
+    table: str,
+    runs_root: str | os.PathLike[str],
+    experiments_dir: str | os.PathLike[str],
+    data: str | None = None,
+    scale: str | None = None,
+    source: str = "local",
+    wandb_project: str | None = None,
+    wandb_entity: str | None = None,
+    verify: bool = False,
+) -> Report:
+    """Collect the runs of ``table`` (local dirs or a W&B group), average over seeds, render, maybe verify."""
+    spec = load_spec(Path(experiments_dir) / table / SPEC_FILE)
+    skipped: list[Path] = []
+    if source == "local":
+        records = load_local(runs_root, skipped)
+        origin = str(runs_root)
+    elif source == "wandb":
+        if not wandb_project:
+            raise ValueError("source=wandb needs wandb_project")
+        from sppnet_exp.reporting.wandb_io import load_wandb_records
+
+        records = load_wandb_records(wandb_project, wandb_entity, spec.wandb_group)
+        origin = f"W&B {wandb_entity + '/' if wandb_entity else ''}{wandb_project} group {spec.wandb_group}"
+    else:
+        raise ValueError(f"source must be 'local' or 'wandb', got {source!r}")
+    coll: Collection = select(records, spec.cells(), data, scale)
+    notes = list(coll.notes)
+    if skipped:
+        notes.append(
+            f"{len(skipped)} unreadable results file(s) skipped: " + ", ".join(str(p) for p in skipped)
+        )
+    if not coll.records:
+        notes.append(f"no finished runs of {table} found in {origin} for data={coll.data} scale={coll.scale}")
+    aggs = aggregate(coll.records)
+    values = build_values(spec, aggs)
+    seeds = sorted({r.seed for r in coll.records}, key=lambda s: (s is None, s))
+    header = Header(
+        data=coll.data, scale=coll.scale, seeds=seeds, n_runs=len(coll.records), source=origin, notes=notes
+    )
+    rows = csv_rows(spec, values, header)
+    report = Report(
+        table=table,
+        spec=spec,
+        markdown=render_markdown(spec, values, header),
+        csv=render_csv(rows),
+        console=render_console(spec, values, header),
+        rows=rows,
+        data=coll.data,
+        scale=coll.scale,
+        n_runs=len(coll.records),
+        notes=notes,
+    )
+    if verify:
+        vr: VerifyResult = verify_values(spec, values, coll.data, coll.scale)
+        report.verify_ok, report.verify_lines, report.verify_section = vr.ok, vr.lines, vr.section
+    return report

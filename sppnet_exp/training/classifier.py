@@ -1,0 +1,183 @@
+"""The classification LightningModule: no-SPP, SPP single-size and SPP multi-size training; multi-view tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection, MinMetric, SumMetric
+from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
+
+from sppnet_exp.models import build_model
+from sppnet_exp.training.sizes import SizeSchedule
+
+
+def _error_metrics(num_classes: int, multilabel: bool) -> MetricCollection:
+    """Top-1/top-5 accuracy (turned into errors when logged), or mAP for multi-label data."""
+    if multilabel:
+        return MetricCollection({"mAP": MultilabelAveragePrecision(num_labels=num_classes, average="macro")})
+    metrics: dict[str, nn.Module] = {"top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    if num_classes >= 5:
+        metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics)
+
+
+def _as_percent(values: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """Accuracies → errors in percent (`top1` → `<prefix>top1_err`); mAP → percent."""
+    out = {}
+    for key, value in values.items():
+        if key.startswith("top"):
+            out[f"{prefix}{key}_err"] = 100.0 * (1.0 - value)
+        else:
+            out[f"{prefix}{key}"] = 100.0 * value
+    return out
+
+
+class SPPClassifier(L.LightningModule):
+    """An SPP-net (or its no-SPP baseline) trained with SGD as in the paper, §3.1.
+
+    Training crops arrive at the full crop size; the size schedule resizes the whole batch to the epoch's
+    size (e.g. 224 → 180: same content, lower resolution), so every DDP rank switches at the same epoch.
+    Tests average softmax scores over the views each test loader yields (10-view, 1-crop or 1-full).
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        num_classes: int,
+        multilabel: bool = False,
+        sizes: dict[str, Any] | None = None,
+        optim: dict[str, Any] | None = None,
+        eval_views: Sequence[str] = ("10view",),
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_model(**{**model, "num_classes": num_classes})
+        self.multilabel = multilabel
+        self.sizes = SizeSchedule(
+            **(sizes or {"schedule": "fixed", "sizes": [model.get("input_size", 224)]}), seed=seed
+        )
+        self.optim_cfg = dict(optim or {})
+        self.eval_views = list(eval_views)
+        self.train_metrics = _error_metrics(num_classes, multilabel)
+        self.val_metrics = _error_metrics(num_classes, multilabel)
+        self.test_metrics = nn.ModuleDict(
+            {v: _error_metrics(num_classes, multilabel) for v in self.eval_views}
+        )
+        self.train_loss = MeanMetric()
+        self.skipped = SumMetric()  # corrupt training images skipped this epoch (all ranks)
+        self.val_best = MinMetric()
+        self.skipped_total = 0
+
+    # -- forward ------------------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits for a batch of images N×3×H×W."""
+        return self.net(x)
+
+    def predict_views(self, views: Tensor) -> Tensor:
+        """Scores for B×V×3×H×W: softmax (sigmoid if multi-label) averaged over the V views."""
+        b, v = views.shape[:2]
+        logits = self.net(views.flatten(0, 1)).view(b, v, -1)
+        probs = logits.sigmoid() if self.multilabel else logits.softmax(-1)
+        return probs.mean(1)
+
+    def _loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if self.multilabel:
+            return F.binary_cross_entropy_with_logits(logits, targets.float())
+        return F.cross_entropy(logits, targets)
+
+    def _update(self, metrics: MetricCollection, scores: Tensor, targets: Tensor) -> None:
+        metrics.update(scores, targets.long() if self.multilabel else targets)
+
+    # -- training -----------------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor, int], batch_idx: int) -> Tensor:
+        images, targets, n_skipped = batch
+        size = self.sizes.size_for_epoch(self.current_epoch)
+        if images.shape[-1] != size or images.shape[-2] != size:
+            images = F.interpolate(
+                images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            )
+        logits = self.net(images)
+        loss = self._loss(logits, targets)
+        self.train_loss.update(loss.detach())
+        self._update(self.train_metrics, logits.detach(), targets)
+        self.skipped.update(float(n_skipped))
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/input_size", float(size), on_step=False, on_epoch=True, sync_dist=False)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss_epoch", self.train_loss.compute(), sync_dist=False)
+        self.log_dict(_as_percent(self.train_metrics.compute(), "train/"))
+        skipped = self.skipped.compute()
+        self.skipped_total += int(skipped.item())
+        self.log("train/skipped_images", skipped)
+        self.train_loss.reset()
+        self.train_metrics.reset()
+        self.skipped.reset()
+
+    # -- validation (1 centre crop, used for the LR plateau) ---------------------------------------------------
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        views, targets = batch
+        self._update(self.val_metrics, self.predict_views(views), targets)
+
+    def on_validation_epoch_end(self) -> None:
+        values = _as_percent(self.val_metrics.compute(), "val/")
+        self.val_metrics.reset()
+        self.log_dict(values, prog_bar=True)
+        key = "val/top1_err" if "val/top1_err" in values else "val/mAP"
+        if key == "val/top1_err" and not self.trainer.sanity_checking:
+            self.val_best.update(values[key])
+            self.log("val/top1_err_best", self.val_best.compute())
+
+    # -- test (one loader per view) --------------------------------------------------------------------------
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        views, targets = batch
+        view = self.eval_views[dataloader_idx]
+        self._update(self.test_metrics[view], self.predict_views(views), targets)
+
+    def on_test_epoch_end(self) -> None:
+        for view, metrics in self.test_metrics.items():
+            values = _as_percent(metrics.compute(), f"test/{view}/")
+            metrics.reset()
+            for key, value in values.items():
+                self.log(key, value, add_dataloader_idx=False)
+
+    # -- optimisation --------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.optim_cfg
+        optimizer = torch.optim.SGD(
+            self.net.parameters(),
+            lr=cfg.get("lr", 0.01),
+            momentum=cfg.get("momentum", 0.9),
+            weight_decay=cfg.get("weight_decay", 5e-4),
+        )
+        sched = dict(cfg.get("scheduler") or {"name": "plateau"})
+        name = sched.pop("name")
+        if name == "plateau":
+            # "divided by 10 when the error plateaus" (twice: min_lr = lr / 100).
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer,
+                mode="min",
+                factor=sched.get("factor", 0.1),
+                patience=sched.get("patience", 3),
+                min_lr=sched.get("min_lr", cfg.get("lr", 0.01) / 100),
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/top1_err", "interval": "epoch"},
+            }
+        if name == "step":
+            # The same two ÷10 drops at fixed fractions of the run (short runs never plateau).
+            epochs = max(1, int(self.trainer.max_epochs or 1))
+            milestones = sorted({max(1, round(f * epochs)) for f in sched.get("milestones", [0.67, 0.89])})
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(
+                optimizer, milestones, gamma=sched.get("gamma", 0.1)
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        raise ValueError(f"optim.scheduler.name={name!r}: expected 'plateau' or 'step'")

@@ -1,0 +1,94 @@
+"""Build the Lightning objects of a run from its Hydra config (the only place that reads cfg groups)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from sppnet_exp.config import REPO_DIR
+from sppnet_exp.utils.env import git_info, host_info, versions
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_group(group: DictConfig | None, what: str) -> list[Any]:
+    """Instantiate every `_target_` entry of a dict-of-configs group (callbacks, loggers)."""
+    objects: list[Any] = []
+    for key, node in (group or {}).items():
+        if isinstance(node, DictConfig) and "_target_" in node:
+            log.info(f"Instantiating {what} <{node._target_}> ({key})")
+            objects.append(instantiate(node, _convert_="all"))
+    return objects
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """The DataModule of ``cfg.data`` (the `name` key is metadata, not a constructor argument)."""
+    kwargs = OmegaConf.to_container(cfg.data, resolve=True)
+    assert isinstance(kwargs, dict)
+    kwargs.pop("name", None)
+    log.info(f"Instantiating datamodule <{kwargs['_target_']}>")
+    return instantiate(kwargs, _convert_="all")
+
+
+def build_callbacks(cfg: DictConfig) -> list[Callback]:
+    """Checkpointing, LR monitor and the rest of ``cfg.callbacks``."""
+    return _instantiate_group(cfg.get("callbacks"), "callback")
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    """CSV / W&B loggers of ``cfg.logger`` (none when the group is empty)."""
+    return _instantiate_group(cfg.get("logger"), "logger")
+
+
+def build_trainer(
+    cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger], resume_from: str | None = None
+) -> L.Trainer:
+    """The Trainer of ``cfg.trainer``; a Hydra-aware DDP strategy gets the checkpoint to resume from."""
+    node = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(node, dict)
+    strategy = node.get("strategy")
+    if isinstance(strategy, dict) and "_target_" in strategy:
+        if strategy["_target_"].endswith("HydraJobDDPStrategy"):
+            strategy["resume_from"] = resume_from
+        node["strategy"] = instantiate(strategy, _convert_="all")
+    log.info(f"Instantiating trainer <{node['_target_']}>")
+    return instantiate(node, callbacks=callbacks, logger=loggers or False, _convert_="all")
+
+
+def finish_wandb() -> None:
+    """Close the W&B run of this job (if any), so multirun jobs never merge into one run."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def run_metadata(cfg: DictConfig, trainer: L.Trainer) -> dict[str, Any]:
+    """Identity and provenance of a run, stored in its results.json."""
+    return {
+        "schema": 1,
+        "cell": cfg.cell,
+        "model": cfg.model.name,
+        "mode": cfg.mode.name,
+        "levels": list(cfg.mode.levels),
+        "data": cfg.data.name,
+        "data_root": cfg.data.get("root"),
+        "scale": cfg.scale.name,
+        "seed": int(cfg.seed),
+        "fingerprint": cfg.fingerprint,
+        "run_dir": str(cfg.run_dir),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "versions": versions(),
+        "git": git_info(REPO_DIR),
+        "host": {
+            **host_info(),
+            "world_size": trainer.world_size,
+            "accelerator": type(trainer.accelerator).__name__,
+        },
+    }

@@ -1,0 +1,101 @@
+"""Every config composes, and every group option instantiates what it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from sppnet_exp.config import config_dir
+from sppnet_exp.training.wiring import build_trainer
+
+CONF = Path(config_dir())
+EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in CONF.glob("experiment/**/*.yaml"))
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def test_every_table_cell_has_an_experiment() -> None:
+    for model in ("zf5", "convnet5", "overfeat5", "overfeat7"):
+        for mode in ("nospp", "spp_single", "spp_multi"):
+            assert f"table2/{model}_{mode}" in EXPERIMENTS
+    for cell in ("zf5_spp_single", "zf5_spp_multi", "overfeat7_spp_single", "overfeat7_spp_multi"):
+        assert f"table3/{cell}" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes(experiment: str) -> None:
+    name = "eval" if experiment.startswith("table3/") else "train"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(name, overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    table, cell = experiment.split("/")
+    assert cfg.table == table
+    assert cfg.cell == cell
+    assert cfg.run_dir.endswith(f"{cell}/generated-embedded-s0-{cfg.fingerprint}")
+    assert cfg.model.name in cell and cfg.mode.name in cell
+
+
+def test_table3_cells_find_table2_runs() -> None:
+    """Table 3 evaluates Table 2's checkpoints: the same cell must map to the same run dir."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for cell in ("zf5_spp_single", "overfeat7_spp_multi"):
+            t2 = compose("train", overrides=[f"experiment=table2/{cell}"])
+            t3 = compose("eval", overrides=[f"experiment=table3/{cell}"])
+            assert t2.run_dir == t3.run_dir
+            assert list(t3.eval.views) == ["center", "full"]
+
+
+def test_fingerprint_tracks_what_changes_results() -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        base = compose("train").fingerprint
+        assert compose("train", overrides=["data.num_workers=7"]).fingerprint == base
+        assert compose("train", overrides=["optim.lr=0.02"]).fingerprint != base
+        assert compose("train", overrides=["seed=1"]).fingerprint != base
+        assert compose("train", overrides=["mode.levels=[4,3,2,1]"]).fingerprint != base
+
+
+@pytest.mark.parametrize("group", ["data", "model", "mode", "scale", "trainer", "logger", "callbacks", "debug"])
+def test_group_options_compose(group: str) -> None:
+    for option in _options(group):
+        overrides = [f"{group}={option}"]
+        if group == "data" and option != "generated":
+            overrides.append("data.root=/nonexistent")
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        assert cfg[group] is not None or group in ("logger", "debug")
+
+
+@pytest.mark.parametrize("trainer", ["default", "cpu", "ddp_cpu"])
+def test_trainers_instantiate(trainer: str, tmp_path: Path) -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"trainer={trainer}", f"paths.output_dir={tmp_path}", "trainer.accelerator=cpu"])
+    t = build_trainer(cfg, callbacks=[], loggers=[])
+    assert t.max_epochs == cfg.scale.max_epochs
+    if trainer == "ddp_cpu":
+        assert type(t.strategy).__name__ == "HydraJobDDPStrategy"
+        assert t.num_devices == 2
+
+
+def test_callbacks_and_loggers_instantiate(tmp_path: Path) -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}"])
+    names = {type(instantiate(node)).__name__ for node in cfg.callbacks.values()}
+    assert names == {"ModelCheckpoint", "LearningRateMonitor"}
+    assert cfg.logger.wandb.group == "adhoc" and cfg.logger.csv.save_dir == cfg.run_dir
+
+
+def test_slurm_launcher_composes() -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node
+
+
+def test_report_config_composes() -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("report", overrides=["table=table3"])
+    assert cfg.table == "table3" and cfg.source == "local"

@@ -1,0 +1,89 @@
+"""The command line: a one-batch Hydra multirun sweep, the report, W&B offline runs, and DDP in a multirun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, tiny_overrides
+
+ONE_BATCH = ["+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1"]
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    env.pop("WANDB_API_KEY", None)
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{args}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def _results(runs_root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(runs_root.glob("*/*/results.json"))]
+
+
+def test_multirun_sweep_then_report(tmp_path: Path, data_dir: Path) -> None:
+    cells = "table2/zf5_nospp,table2/zf5_spp_single,table2/zf5_spp_multi"
+    common = [*tiny_overrides(tmp_path, data_dir), *ONE_BATCH, "logger=default"]
+    _run(["-m", "sppnet_exp.train", "-m", f"experiment={cells}", *common], cwd=REPO)
+    runs_root = tmp_path / "outputs" / "runs"
+    results = _results(runs_root)
+    assert sorted(r["cell"] for r in results) == ["zf5_nospp", "zf5_spp_multi", "zf5_spp_single"]
+    for r in results:
+        run_dir = Path(r["run_dir"])
+        assert r["status"] == "finished" and "10view" in r["metrics"]
+        assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1  # one W&B run per job, written offline
+        assert (run_dir / ".hydra" / "config.yaml").is_file()
+    # Re-running the sweep skips every finished cell.
+    again = _run(["-m", "sppnet_exp.train", "-m", f"experiment={cells}", *common], cwd=REPO)
+    assert again.stderr.count("Skipping finished cell") + again.stdout.count("Skipping finished cell") == 3
+    assert len(_results(runs_root)) == 3
+
+    rep = _run(
+        [
+            "-m", "sppnet_exp.report", "table=table2", f"paths.output_dir={tmp_path}/outputs",
+            f"paths.experiments_dir={tmp_path}/exp_out", "wandb.log=false",
+        ],
+        cwd=REPO,
+    )
+    for text in ("ZF-5", "(a) no SPP", "(c) SPP multi-size", "35.99", "34.60"):
+        assert text in rep.stdout
+    assert (tmp_path / "exp_out" / "table2" / "results.md").is_file()
+    assert (tmp_path / "exp_out" / "table2" / "results.csv").is_file()
+
+
+@pytest.mark.slow
+def test_report_logs_wandb_table_offline(tmp_path: Path, data_dir: Path) -> None:
+    common = [*tiny_overrides(tmp_path, data_dir), *ONE_BATCH, "logger=none"]
+    _run(["-m", "sppnet_exp.train", "experiment=table2/zf5_spp_single", *common], cwd=tmp_path)
+    _run(["-m", "sppnet_exp.report", "table=table2", f"paths.output_dir={tmp_path}/outputs",
+          f"paths.experiments_dir={tmp_path}/exp_out"], cwd=tmp_path)
+    assert list(tmp_path.glob("**/offline-run-*"))
+
+
+def test_ddp_two_cpu_processes_inside_a_multirun(tmp_path: Path, data_dir: Path) -> None:
+    """DDP (gloo, 2 CPU ranks) in a Hydra multirun: one run dir and one W&B run per cell, multi-size included."""
+    cells = "table2/zf5_spp_single,table2/zf5_spp_multi"
+    args = [
+        "-m", "sppnet_exp.train", "-m", f"experiment={cells}", *tiny_overrides(tmp_path, data_dir),
+        "trainer=ddp_cpu", "scale.max_epochs=2", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+        "+trainer.limit_test_batches=2", "logger=default",
+    ]
+    _run(args, cwd=REPO)
+    runs_root = tmp_path / "outputs" / "runs"
+    assert sorted(p.parent.name for p in runs_root.glob("*/*/results.json")) == ["zf5_spp_multi", "zf5_spp_single"]
+    assert len([p for p in runs_root.glob("*/*") if p.is_dir()]) == 2  # no duplicated run dirs
+    for r in _results(runs_root):
+        run_dir = Path(r["run_dir"])
+        assert r["status"] == "finished" and r["host"]["world_size"] == 2
+        assert r["train"]["epochs"] == 2
+        assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    multi = next(r for r in _results(runs_root) if r["cell"] == "zf5_spp_multi")
+    sizes = (Path(multi["run_dir"]) / "csv" / "metrics.csv").read_text()
+    assert "train/input_size" in sizes
