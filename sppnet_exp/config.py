@@ -26,10 +26,7 @@ def config_dir() -> str:
 
 def fingerprint(*parts: Any) -> str:
     """Return an 8-hex-digit hash of config nodes: the identity of a run (same inputs → same run dir)."""
-    plain = [
-        OmegaConf.to_container(p, resolve=True) if isinstance(p, DictConfig | ListConfig) else p
-        for p in parts
-    ]
+    plain = [OmegaConf.to_container(p, resolve=True) if isinstance(p, DictConfig | ListConfig) else p for p in parts]
     blob = json.dumps(plain, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:8]
 
@@ -51,8 +48,10 @@ def wandb_offline() -> bool:
 
 
 def register_resolvers() -> None:
-    """Register `${sppnet.fingerprint:...}` and `${sppnet.wandb_offline:}` (idempotent)."""
+    """Register `${sppnet.fingerprint:...}`, `${sppnet.default:value,fallback}`, `${sppnet.wandb_offline:}`."""
     if not OmegaConf.has_resolver("sppnet.fingerprint"):
         OmegaConf.register_new_resolver("sppnet.fingerprint", fingerprint)
+    if not OmegaConf.has_resolver("sppnet.default"):
+        OmegaConf.register_new_resolver("sppnet.default", lambda value, default: default if value is None else value)
     if not OmegaConf.has_resolver("sppnet.wandb_offline"):
         OmegaConf.register_new_resolver("sppnet.wandb_offline", wandb_offline)

@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from sppnet_exp.config import config_dir
+from sppnet_exp.config import config_dir, wandb_offline
 from sppnet_exp.reporting import build_report
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,25 @@ def report(cfg: DictConfig) -> bool:
         verify=cfg.verify,
     )
     print(rep.console)
-    if cfg.write and rep.rows:
+    if rep.n_runs == 0:
+        print(f"no finished runs for {cfg.table} under {cfg.paths.runs_root}: nothing written")
+        return not cfg.verify
+    if cfg.write:
         rep.to_files(experiments_dir / cfg.table)
         print(f"written: {experiments_dir / cfg.table / 'results.md'} and results.csv")
-    if cfg.wandb.log and rep.rows:
-        rep.log_to_wandb(project=cfg.wandb.project, group=cfg.table, entity=cfg.wandb.entity)
+    if cfg.wandb.log:
+        mode = "offline" if wandb_offline() else "online"
+        rep.log_to_wandb(
+            project=cfg.wandb.project,
+            group=cfg.table,
+            mode=mode,
+            entity=cfg.wandb.entity,
+            dir=str(Path(cfg.paths.output_dir) / "reports"),
+        )
     if cfg.verify:
+        if rep.verify_ok is None:
+            print(f"no expectations in experiments/{cfg.table}/expected.yaml for data={rep.data} scale={rep.scale}")
+            return True
         print("\n".join(rep.verify_lines))
         return bool(rep.verify_ok)
     return True

@@ -79,9 +79,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, callbacks=callbacks, loggers=loggers, resume_from=resume_from)
     meta = run_metadata(cfg, trainer)
     if trainer.is_global_zero and not training_done:
-        write_results(
-            run_dir, {**meta, "status": "running", "metrics": {}, "tables": _tables(previous, cfg.table)}
-        )
+        write_results(run_dir, {**meta, "status": "running", "metrics": {}, "tables": _tables(previous, cfg.table)})
 
     start = time.time()
     if not training_done:

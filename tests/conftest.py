@@ -38,7 +38,12 @@ TINY = [
 
 def tiny_overrides(tmp: Path, data_dir: Path) -> list[str]:
     """TINY plus paths under ``tmp`` (runs) and ``data_dir`` (the generated data, shared per session)."""
-    return [*TINY, f"paths.output_dir={tmp}/outputs", f"paths.data_dir={data_dir}", f"paths.experiments_dir={tmp}/exp"]
+    return [
+        *TINY,
+        f"paths.output_dir={tmp}/outputs",
+        f"paths.data_dir={data_dir}",
+        f"paths.experiments_dir={tmp}/exp",
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +58,7 @@ def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
 
     def _make(*overrides: str, config_name: str = "train", logger: str = "none") -> DictConfig:
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            return compose(
-                config_name, overrides=[f"logger={logger}", *tiny_overrides(tmp_path, data_dir), *overrides]
-            )
+            return compose(config_name, overrides=[f"logger={logger}", *tiny_overrides(tmp_path, data_dir), *overrides])
 
     return _make
 

@@ -153,9 +153,7 @@ def test_missing_cells_dash_and_verify_fails(tmp_path: Path) -> None:
     assert r["ours"] is None and r["n"] == 0 and r["paper"] == pytest.approx(33.94)
     assert "**—**<br>paper 33.94 (0.99)<br>Δ —" in rep.markdown
     assert rep.verify_ok is False
-    assert any(
-        "convnet5/spp_multi top1_err: missing" in ln and ln.endswith("FAIL") for ln in rep.verify_lines
-    )
+    assert any("convnet5/spp_multi top1_err: missing" in ln and ln.endswith("FAIL") for ln in rep.verify_lines)
 
 
 def test_verify_paper_pass_and_fail(tmp_path: Path) -> None:
@@ -164,9 +162,7 @@ def test_verify_paper_pass_and_fail(tmp_path: Path) -> None:
     rep = build_report("table2", ok_root, EXPERIMENTS, "imagenet", "paper", verify=True)
     assert rep.verify_ok is True and rep.verify_section == "paper"
     assert "table2 zf5/spp_multi top1_err: 34.90 vs 34.60 ± 1.00 OK" in rep.verify_lines
-    assert any(
-        "relation top1_err: row=spp_single < row=nospp [column=overfeat7]" in ln for ln in rep.verify_lines
-    )
+    assert any("relation top1_err: row=spp_single < row=nospp [column=overfeat7]" in ln for ln in rep.verify_lines)
     assert rep.verify_lines[-1].endswith("-> PASSED")
 
     _table2_runs(bad_root, offset=1.5, data="imagenet", scale="paper")
@@ -191,9 +187,7 @@ def test_verify_relation_fails_when_spp_is_worse(tmp_path: Path) -> None:
     rep = build_report("table2", tmp_path, EXPERIMENTS, "imagenet", "paper", verify=True)
     assert rep.verify_ok is False
     failed = [ln for ln in rep.verify_lines if ln.endswith("FAIL")]
-    assert failed == [
-        "table2 relation top1_err: row=spp_single < row=nospp [column=convnet5]: 35.00 < 34.93 FAIL"
-    ]
+    assert failed == ["table2 relation top1_err: row=spp_single < row=nospp [column=convnet5]: 35.00 < 34.93 FAIL"]
 
 
 def test_verify_embedded_bounds_and_no_section(tmp_path: Path) -> None:
@@ -398,11 +392,7 @@ def test_csv_columns_and_files(tmp_path: Path) -> None:
     assert len(rows) == 5 * 4 * 2  # (3 rows + 2 in-text rows) x 4 networks x 2 metrics
     out = tmp_path / "exp"
     paths = rep.to_files(out)
-    assert (
-        sorted(p.name for p in out.iterdir())
-        == ["results.csv", "results.md"]
-        == sorted(p.name for p in paths)
-    )
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.md"] == sorted(p.name for p in paths)
     assert (out / "results.csv").read_text() == rep.csv
     assert "## Verification" in (out / "results.md").read_text()
 
@@ -415,9 +405,7 @@ def test_expected_yaml_has_the_papers_numbers() -> None:
     assert rows["spp_single_l4"]["paper"]["zf5"] == {"top1_err": 35.06, "top5_err": 14.04}
     assert rows["spp_random"]["paper"]["overfeat7"] == {"top1_err": 30.06, "top5_err": 10.96}
     t3 = yaml.safe_load((EXPERIMENTS / "table3" / "expected.yaml").read_text())
-    assert {
-        r["id"]: (r["paper"]["center"]["top1_err"], r["paper"]["full"]["top1_err"]) for r in t3["rows"]
-    } == {
+    assert {r["id"]: (r["paper"]["center"]["top1_err"], r["paper"]["full"]["top1_err"]) for r in t3["rows"]} == {
         "zf5_spp_single": (38.01, 37.55),
         "zf5_spp_multi": (37.57, 37.07),
         "overfeat7_spp_single": (33.18, 32.72),

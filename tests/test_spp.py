@@ -1,4 +1,4 @@
-"""SpatialPyramidPooling vs an independent numpy reference of the authors' bin rule (floor start, ceil end)."""
+"""SpatialPyramidPooling vs an independent numpy reference of the authors' rule (floor start, ceil end)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,11 @@ import pytest
 
 from tests.conftest import REPO, tiny_overrides
 
-ONE_BATCH = ["+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1"]
+ONE_BATCH = [
+    "+trainer.limit_train_batches=1",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+]
 
 
 def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -46,8 +50,12 @@ def test_multirun_sweep_then_report(tmp_path: Path, data_dir: Path) -> None:
 
     rep = _run(
         [
-            "-m", "sppnet_exp.report", "table=table2", f"paths.output_dir={tmp_path}/outputs",
-            f"paths.experiments_dir={tmp_path}/exp_out", "wandb.log=false",
+            "-m",
+            "sppnet_exp.report",
+            "table=table2",
+            f"paths.output_dir={tmp_path}/outputs",
+            f"paths.experiments_dir={tmp_path}/exp_out",
+            "wandb.log=false",
         ],
         cwd=REPO,
     )
@@ -61,8 +69,16 @@ def test_multirun_sweep_then_report(tmp_path: Path, data_dir: Path) -> None:
 def test_report_logs_wandb_table_offline(tmp_path: Path, data_dir: Path) -> None:
     common = [*tiny_overrides(tmp_path, data_dir), *ONE_BATCH, "logger=none"]
     _run(["-m", "sppnet_exp.train", "experiment=table2/zf5_spp_single", *common], cwd=tmp_path)
-    _run(["-m", "sppnet_exp.report", "table=table2", f"paths.output_dir={tmp_path}/outputs",
-          f"paths.experiments_dir={tmp_path}/exp_out"], cwd=tmp_path)
+    _run(
+        [
+            "-m",
+            "sppnet_exp.report",
+            "table=table2",
+            f"paths.output_dir={tmp_path}/outputs",
+            f"paths.experiments_dir={tmp_path}/exp_out",
+        ],
+        cwd=tmp_path,
+    )
     assert list(tmp_path.glob("**/offline-run-*"))
 
 
@@ -70,13 +86,24 @@ def test_ddp_two_cpu_processes_inside_a_multirun(tmp_path: Path, data_dir: Path)
     """DDP (gloo, 2 CPU ranks) in a Hydra multirun: one run dir and one W&B run per cell, multi-size included."""
     cells = "table2/zf5_spp_single,table2/zf5_spp_multi"
     args = [
-        "-m", "sppnet_exp.train", "-m", f"experiment={cells}", *tiny_overrides(tmp_path, data_dir),
-        "trainer=ddp_cpu", "scale.max_epochs=2", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
-        "+trainer.limit_test_batches=2", "logger=default",
+        "-m",
+        "sppnet_exp.train",
+        "-m",
+        f"experiment={cells}",
+        *tiny_overrides(tmp_path, data_dir),
+        "trainer=ddp_cpu",
+        "scale.max_epochs=2",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "+trainer.limit_test_batches=2",
+        "logger=default",
     ]
     _run(args, cwd=REPO)
     runs_root = tmp_path / "outputs" / "runs"
-    assert sorted(p.parent.name for p in runs_root.glob("*/*/results.json")) == ["zf5_spp_multi", "zf5_spp_single"]
+    assert sorted(p.parent.name for p in runs_root.glob("*/*/results.json")) == [
+        "zf5_spp_multi",
+        "zf5_spp_single",
+    ]
     assert len([p for p in runs_root.glob("*/*") if p.is_dir()]) == 2  # no duplicated run dirs
     for r in _results(runs_root):
         run_dir = Path(r["run_dir"])

@@ -14,7 +14,11 @@ from sppnet_exp.train import train
 from sppnet_exp.training import SizeSchedule
 from tests.test_configs import EXPERIMENTS
 
-ONE_BATCH = ["+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1"]
+ONE_BATCH = [
+    "+trainer.limit_train_batches=1",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -73,6 +77,8 @@ def test_size_schedules() -> None:
     rnd = SizeSchedule("random", [180, 224], seed=3)
     drawn = [rnd.size_for_epoch(e) for e in range(50)]
     assert all(180 <= s <= 224 for s in drawn) and len(set(drawn)) > 10
-    assert drawn == [SizeSchedule("random", [180, 224], seed=3).size_for_epoch(e) for e in range(50)]  # same on all ranks
+    assert drawn == [
+        SizeSchedule("random", [180, 224], seed=3).size_for_epoch(e) for e in range(50)
+    ]  # same on all ranks
     with pytest.raises(ValueError, match="schedule"):
         SizeSchedule("cyclic", [224])

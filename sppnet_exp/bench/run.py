@@ -190,13 +190,12 @@ def bench_spp_head(repeats: int) -> dict[str, Any]:
         for head, pool in (("spp", SpatialPyramidPooling((6, 3, 2, 1))), ("nospp", NoSPPPool((13, 13), 224))):
             fc6 = torch.nn.Linear(pool.output_dim(channels), fc)
 
-            def fwd() -> None:
+            def fwd(fc6: torch.nn.Module = fc6, pool: torch.nn.Module = pool, x: torch.Tensor = x) -> None:
                 with torch.no_grad():
                     fc6(pool(x))
 
-            def fwd_bwd() -> None:
-                xi = x.clone().requires_grad_(True)
-                fc6(pool(xi)).sum().backward()
+            def fwd_bwd(fc6: torch.nn.Module = fc6, pool: torch.nn.Module = pool, x: torch.Tensor = x) -> None:
+                fc6(pool(x.clone().requires_grad_(True))).sum().backward()
 
             rows.append(
                 {

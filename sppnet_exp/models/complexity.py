@@ -1,7 +1,7 @@
 """Analytic model complexity (pycls style): parameters, multiply-adds and activations from the layer specs.
 
-Counts conv and fc layers only: ``macs`` = multiply-accumulates (FLOPs ~ 2*macs), ``params`` = weights + biases,
-``acts`` = conv/fc output elements. Pooling, LRN and ReLU are not counted. Nothing is built or run.
+Counts conv and fc layers only: ``macs`` = multiply-accumulates (FLOPs ~ 2*macs), ``params`` = weights +
+biases, ``acts`` = conv/fc output elements. Pooling, LRN and ReLU are not counted. Nothing is built or run.
 
 ``python -m sppnet_exp.models.complexity`` prints the table; ``--write`` stores it in
 ``experiments/golden/model_complexity.json``.
@@ -68,7 +68,7 @@ def complexity(
 
 
 def golden_configs() -> list[dict]:
-    """Configs stored in the golden file: paper scale (all models, both heads) and embedded scale (Table 1 nets)."""
+    """Golden-file configs: paper scale (all models, both heads) and embedded scale (Table 1 nets)."""
     configs = []
     for name in sorted(BACKBONES):
         for head in ("spp", "nospp"):
@@ -110,16 +110,15 @@ def _write_json(path: Path, payload: dict) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI: print the complexity table; ``--write`` also stores the golden JSON."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help=f"write {GOLDEN_PATH}")
     parser.add_argument("--out", type=Path, default=GOLDEN_PATH, help="golden JSON path")
     args = parser.parse_args(argv)
     rows = golden_table()
     for r in rows:
         print(
-            f"{r['model']:10s} {r['head']:6s} w={r['width']:<4} in={r['input_size']:<3} classes={r['num_classes']:<4} "
+            f"{r['model']:10s} {r['head']:6s} w={r['width']:<4} in={r['input_size']:<3} "
+            f"classes={r['num_classes']:<4} "
             f"params={r['params'] / 1e6:8.3f}M  macs={r['macs'] / 1e9:7.3f}G  acts={r['acts'] / 1e6:6.3f}M"
         )
     if args.write:

@@ -20,10 +20,11 @@ __all__ = [
 
 
 class WithinChannelLRN(nn.Module):
-    """Caffe ``LRN`` with ``norm_region: WITHIN_CHANNEL`` (the authors' ZF-5): a spatial, per-channel normaliser.
+    """Caffe ``LRN`` with ``norm_region: WITHIN_CHANNEL`` (authors' ZF-5): a spatial, per-channel normaliser.
 
-    ``y = x / (1 + alpha * mean_{size x size window}(x^2)) ** beta``; the window is zero-padded and the mean always
-    divides by ``size^2`` (Caffe's alpha/size^2 with a clipped sum). ``nn.LocalResponseNorm`` is across channels.
+    ``y = x / (1 + alpha * mean_{size x size window}(x^2)) ** beta``; the window is zero-padded and the mean
+    always divides by ``size^2`` (Caffe's alpha/size^2 with a clipped sum). ``nn.LocalResponseNorm`` is across
+    channels, which is a different operation.
     """
 
     def __init__(self, size: int = 3, alpha: float = 5e-5, beta: float = 0.75) -> None:
@@ -82,7 +83,7 @@ def make_norm(kind: str) -> nn.Module:
 
 
 def out_size(a: int, k: int, s: int, p: int = 0, ceil: bool = False, dilation: int = 1) -> int:
-    """Output length of a conv/pool on ``a`` cells (PyTorch rules, including ceil mode's last-window check)."""
+    """Output length of a conv/pool on ``a`` cells (PyTorch rules, incl. ceil mode's last-window check)."""
     eff = dilation * (k - 1) + 1
     span = a + 2 * p - eff
     if span < 0:

@@ -19,7 +19,7 @@ INITS = ("kaiming", "caffe")
 
 
 class NoSPPPool(nn.Module):
-    """The baselines' pool5: a single 6x6 level with the authors' bin rule, accepting only the training map size.
+    """Baselines' pool5: one 6x6 level with the authors' bin rule, accepting only the training map size.
 
     At 224 this equals each net's conventional pool5 (3x3 s2 on 13x13, 3x3 s3 on 18x18). fc6 is tied to the
     training size, so any other conv5 map raises ``ValueError``.
@@ -48,7 +48,7 @@ class NoSPPPool(nn.Module):
 
 
 class SPPNet(nn.Module):
-    """Classification network: ``features`` (conv trunk) -> ``pool`` -> ``fc`` (fc6, fc7) -> ``classifier`` (fc8).
+    """Classifier: ``features`` (conv trunk) -> ``pool`` -> ``fc`` (fc6, fc7) -> ``classifier`` (fc8).
 
     Attributes: ``name``, ``head`` ("spp"/"nospp"), ``levels`` (pyramid levels; ``(6,)`` for no-SPP),
     ``feature_stride``, ``out_channels`` (conv5 channels), ``input_size`` (training size).
@@ -103,7 +103,8 @@ class SPPNet(nn.Module):
     def reset_parameters(self, init: str = "kaiming") -> None:
         """Initialise weights.
 
-        ``kaiming`` (default): convs He-normal (fan_out, ReLU), fc6/fc7 N(0, 0.005), fc8 N(0, 0.01), biases 0.
+        ``kaiming`` (default): convs He-normal (fan_out, ReLU), fc6/fc7 He-normal (fan_in), fc8 N(0, 0.01),
+        biases 0 (the small N(0, 0.005) fc init of Caffe's AlexNet left short CPU runs on a loss plateau).
         ``caffe``: the released prototxt, N(0, 0.01) everywhere, biases 0 for conv1/conv3 and 1 elsewhere; it
         needs many epochs to start learning from scratch, hence not the default.
         """
@@ -116,8 +117,10 @@ class SPPNet(nn.Module):
                 continue
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif layer_name in ("fc6", "fc7"):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             else:
-                nn.init.normal_(module.weight, 0.0, 0.01 if layer_name == "fc8" else 0.005)
+                nn.init.normal_(module.weight, 0.0, 0.01)
             nn.init.zeros_(module.bias)
 
     def feature_map_size(self, h: int, w: int) -> tuple[int, int]:
@@ -136,9 +139,7 @@ class SPPNet(nn.Module):
                         dilation=_pair(module.dilation)[d],
                     )
                 if min(size) < 1:
-                    raise ValueError(
-                        f"{self.name}: a {h}x{w} input is too small (empty map after {layer_name})"
-                    )
+                    raise ValueError(f"{self.name}: a {h}x{w} input is too small (empty map after {layer_name})")
         return size[0], size[1]
 
     def forward_features(self, x: Tensor) -> Tensor:

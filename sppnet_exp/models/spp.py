@@ -1,12 +1,14 @@
 """Spatial pyramid pooling (SPP) layer and the one place that defines its bin rule.
 
-Bin rule (authors' released code, ``spm_pool_caffe_mex.cpp``, and paper Appendix A): on an axis of length ``a``
-with ``n`` bins, bin ``i`` covers the half-open cell range ``[floor(i*a/n), ceil((i+1)*a/n))``. This gives exactly
-``n`` non-empty bins for every ``a >= 1`` (cells repeat when ``a < n``) and equals PyTorch adaptive pooling.
+Bin rule (authors' released code, ``spm_pool_caffe_mex.cpp``, and paper Appendix A): on an axis of
+length ``a`` with ``n`` bins, bin ``i`` covers the half-open cell range ``[floor(i*a/n), ceil((i+1)*a/n))``.
+This gives exactly ``n`` non-empty bins for every ``a >= 1`` (cells repeat when ``a < n``) and equals
+PyTorch adaptive pooling.
 
-The paper's section 2.3 instead describes each level as cuda-convnet sliding pooling with window ``ceil(a/n)`` and
-stride ``floor(a/n)``. That only yields ``n`` bins for some ``a`` (right for a=13 and {6,3,2,1}; 9 bins for a=10,
-n=6; stride 0 for a<n), so it is offered as ``impl="cudaconvnet"`` and raises where it would be wrong.
+The paper's section 2.3 instead describes each level as cuda-convnet sliding pooling with window
+``ceil(a/n)`` and stride ``floor(a/n)``. That only yields ``n`` bins for some ``a`` (right for a=13 and
+{6,3,2,1}; 9 bins for a=10, n=6; stride 0 for a<n), so it is offered as ``impl="cudaconvnet"`` and raises
+wherever it would not give the n x n bins of the rule above.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def spp_bins(a: int, n: int) -> list[tuple[int, int]]:
 
 
 def cudaconvnet_window(a: int, n: int) -> tuple[int, int]:
-    """Paper's sliding-window level (window ``ceil(a/n)``, stride ``floor(a/n)``); raises unless it gives n bins.
+    """Paper's sliding level (window ``ceil(a/n)``, stride ``floor(a/n)``); raises unless it gives n bins.
 
     The level is accepted only when the plain sliding pooling yields exactly ``n`` windows that cover all
     ``a`` cells (otherwise it would silently drop cells or change the output length).
@@ -42,15 +44,16 @@ def cudaconvnet_window(a: int, n: int) -> tuple[int, int]:
     win, stride = -(-a // n), a // n
     if stride == 0:
         raise ValueError(
-            f'impl="cudaconvnet" cannot pool a={a} cells into n={n} bins (stride floor(a/n)=0 because a < n); '
+            f'impl="cudaconvnet" cannot pool a={a} cells into n={n} bins (stride floor(a/n)=0 as a < n); '
             'use impl="adaptive"'
         )
     count = (a - win) // stride + 1
     covered = (count - 1) * stride + win
     if count != n or covered != a:
         raise ValueError(
-            f'impl="cudaconvnet" (window ceil(a/n)={win}, stride floor(a/n)={stride}) gives {count} bins covering '
-            f'{covered} of a={a} cells, not n={n} bins covering all; use impl="adaptive" (the authors\' bin rule)'
+            f'impl="cudaconvnet" (window ceil(a/n)={win}, stride floor(a/n)={stride}) gives {count} bins '
+            f'covering {covered} of a={a} cells, not n={n} bins covering all; use impl="adaptive" '
+            "(the authors' bin rule)"
         )
     return win, stride
 
@@ -63,9 +66,7 @@ class SpatialPyramidPooling(nn.Module):
     (paper's window/stride formulation, raises ``ValueError`` for sizes where it does not give n x n bins).
     """
 
-    def __init__(
-        self, levels: Sequence[int] = (6, 3, 2, 1), mode: str = "max", impl: str = "adaptive"
-    ) -> None:
+    def __init__(self, levels: Sequence[int] = (6, 3, 2, 1), mode: str = "max", impl: str = "adaptive") -> None:
         super().__init__()
         levels = tuple(int(n) for n in levels)
         if not levels or any(n < 1 for n in levels):

@@ -137,17 +137,13 @@ def build_report(
     coll: Collection = select(records, spec.cells(), data, scale)
     notes = list(coll.notes)
     if skipped:
-        notes.append(
-            f"{len(skipped)} unreadable results file(s) skipped: " + ", ".join(str(p) for p in skipped)
-        )
+        notes.append(f"{len(skipped)} unreadable results file(s) skipped: " + ", ".join(str(p) for p in skipped))
     if not coll.records:
         notes.append(f"no finished runs of {table} found in {origin} for data={coll.data} scale={coll.scale}")
     aggs = aggregate(coll.records)
     values = build_values(spec, aggs)
     seeds = sorted({r.seed for r in coll.records}, key=lambda s: (s is None, s))
-    header = Header(
-        data=coll.data, scale=coll.scale, seeds=seeds, n_runs=len(coll.records), source=origin, notes=notes
-    )
+    header = Header(data=coll.data, scale=coll.scale, seeds=seeds, n_runs=len(coll.records), source=origin, notes=notes)
     rows = csv_rows(spec, values, header)
     report = Report(
         table=table,

@@ -132,9 +132,7 @@ def update_results(run_dir: str | os.PathLike[str], patch: Mapping[str, Any]) ->
     return read_results(path)
 
 
-def iter_results(
-    runs_root: str | os.PathLike[str], skipped: list[Path] | None = None
-) -> Iterator[dict[str, Any]]:
+def iter_results(runs_root: str | os.PathLike[str], skipped: list[Path] | None = None) -> Iterator[dict[str, Any]]:
     """Yield every readable ``**/results.json`` under ``runs_root`` (sorted by path), with ``_path`` added.
 
     Unreadable or malformed files are skipped with a warning naming the file and appended to ``skipped``.

@@ -116,10 +116,7 @@ def _axis(d: Mapping[str, Any], where: str) -> Axis:
     """Parse one row/column entry."""
     if "id" not in d:
         raise ValueError(f"{where}: entry without 'id': {dict(d)}")
-    paper = {
-        str(k): {str(m): float(v) for m, v in (vals or {}).items()}
-        for k, vals in (d.get("paper") or {}).items()
-    }
+    paper = {str(k): {str(m): float(v) for m, v in (vals or {}).items()} for k, vals in (d.get("paper") or {}).items()}
     return Axis(
         id=str(d["id"]),
         label=str(d.get("label", d["id"])),
@@ -146,8 +143,7 @@ def load_spec(path: str | os.PathLike[str]) -> TableSpec:
     columns = [_axis(c, f"{path} columns") for c in d["columns"]]
     rows = [_axis(r, f"{path} rows") for r in d["rows"]]
     metrics = [
-        MetricBlock(key=str(m["key"]), label=str(m.get("label", m["key"])), view=m.get("view"))
-        for m in d["metrics"]
+        MetricBlock(key=str(m["key"]), label=str(m.get("label", m["key"])), view=m.get("view")) for m in d["metrics"]
     ]
     col_ids = {c.id for c in columns}
     for r in rows:
@@ -395,8 +391,6 @@ def render_console(spec: TableSpec, values: Sequence[CellValue], header: Header)
         cols = {c.id: c.label for c in spec.columns}
         grid = [["result", "network", "metric", "ours", "paper", "Δ"]]
         for v in extras:
-            grid.append(
-                [labels[v.row], cols[v.column], v.metric, fmt_ours(v), fmt_paper(v), _f(v.diff, signed=True)]
-            )
+            grid.append([labels[v.row], cols[v.column], v.metric, fmt_ours(v), fmt_paper(v), _f(v.diff, signed=True)])
         out += _grid(grid)
     return "\n".join(out) + "\n"

@@ -39,9 +39,7 @@ def _selected(sel: Mapping[str, str], v: CellValue) -> bool:
     return all(getattr(v, k) == want for k, want in sel.items())
 
 
-def verify_values(
-    spec: TableSpec, values: Sequence[CellValue], data: str | None, scale: str | None
-) -> VerifyResult:
+def verify_values(spec: TableSpec, values: Sequence[CellValue], data: str | None, scale: str | None) -> VerifyResult:
     """Check values against the section's tolerance/bounds and enabled relations; one line per check."""
     name, sec = pick_section(spec, data, scale)
     t = spec.table
@@ -53,10 +51,7 @@ def verify_values(
         return VerifyResult(
             ok=None,
             section=None,
-            lines=[
-                f"{t}: no verify section for data={data} scale={scale}; reported only. "
-                f"Sections: {known or '-'}"
-            ],
+            lines=[f"{t}: no verify section for data={data} scale={scale}; reported only. Sections: {known or '-'}"],
         )
     res = VerifyResult(ok=True, section=name)
     tol: dict[str, float] = {k: float(x) for k, x in (sec.get("tolerance") or {}).items()}
@@ -108,9 +103,7 @@ def verify_values(
                 (
                     v
                     for v in values
-                    if v.metric == metric
-                    and _selected(than, v)
-                    and all(getattr(v, k) == x for k, x in free.items())
+                    if v.metric == metric and _selected(than, v) and all(getattr(v, k) == x for k, x in free.items())
                 ),
                 None,
             )

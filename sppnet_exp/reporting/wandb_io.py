@@ -32,12 +32,7 @@ def record_from_wandb(
     metrics: dict[str, dict[str, float]] = {}
     for key, value in summary.items():
         parts = str(key).split("/")
-        if (
-            len(parts) == 3
-            and parts[0] == "test"
-            and isinstance(value, int | float)
-            and not isinstance(value, bool)
-        ):
+        if len(parts) == 3 and parts[0] == "test" and isinstance(value, int | float) and not isinstance(value, bool):
             metrics.setdefault(parts[1], {})[parts[2]] = float(value)
     d = {
         "cell": config.get("cell"),
@@ -69,9 +64,7 @@ def load_wandb_records(project: str, entity: str | None, group: str) -> list[Rec
         if run.state != "finished":
             continue
         updated = getattr(run, "heartbeat_at", None) or getattr(run, "created_at", None)
-        rec = record_from_wandb(
-            dict(run.config), dict(run.summary_metrics), updated, getattr(run, "url", run.id)
-        )
+        rec = record_from_wandb(dict(run.config), dict(run.summary_metrics), updated, getattr(run, "url", run.id))
         if rec is not None:
             records.append(rec)
     return records

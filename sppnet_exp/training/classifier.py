@@ -19,7 +19,9 @@ from sppnet_exp.training.sizes import SizeSchedule
 def _error_metrics(num_classes: int, multilabel: bool) -> MetricCollection:
     """Top-1/top-5 accuracy (turned into errors when logged), or mAP for multi-label data."""
     if multilabel:
-        return MetricCollection({"mAP": MultilabelAveragePrecision(num_labels=num_classes, average="macro")})
+        # Targets of -1 (VOC "difficult only", with difficult=ignore) count neither way.
+        ap = MultilabelAveragePrecision(num_labels=num_classes, average="macro", ignore_index=-1)
+        return MetricCollection({"mAP": ap})
     metrics: dict[str, nn.Module] = {"top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
     if num_classes >= 5:
         metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
@@ -66,9 +68,7 @@ class SPPClassifier(L.LightningModule):
         self.eval_views = list(eval_views)
         self.train_metrics = _error_metrics(num_classes, multilabel)
         self.val_metrics = _error_metrics(num_classes, multilabel)
-        self.test_metrics = nn.ModuleDict(
-            {v: _error_metrics(num_classes, multilabel) for v in self.eval_views}
-        )
+        self.test_metrics = nn.ModuleDict({v: _error_metrics(num_classes, multilabel) for v in self.eval_views})
         self.train_loss = MeanMetric()
         self.skipped = SumMetric()  # corrupt training images skipped this epoch (all ranks)
         self.val_best = MinMetric()
@@ -88,7 +88,8 @@ class SPPClassifier(L.LightningModule):
 
     def _loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         if self.multilabel:
-            return F.binary_cross_entropy_with_logits(logits, targets.float())
+            known = (targets >= 0).float()
+            return F.binary_cross_entropy_with_logits(logits, targets.clamp(min=0).float(), weight=known)
         return F.cross_entropy(logits, targets)
 
     def _update(self, metrics: MetricCollection, scores: Tensor, targets: Tensor) -> None:
@@ -97,16 +98,16 @@ class SPPClassifier(L.LightningModule):
     # -- training -----------------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor, int], batch_idx: int) -> Tensor:
         images, targets, n_skipped = batch
+        self.skipped.update(float(n_skipped))
+        if images.shape[0] == 0:  # every image of this batch was unreadable (skipped and counted)
+            return None
         size = self.sizes.size_for_epoch(self.current_epoch)
         if images.shape[-1] != size or images.shape[-2] != size:
-            images = F.interpolate(
-                images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-            )
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         logits = self.net(images)
         loss = self._loss(logits, targets)
         self.train_loss.update(loss.detach())
         self._update(self.train_metrics, logits.detach(), targets)
-        self.skipped.update(float(n_skipped))
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         self.log("train/input_size", float(size), on_step=False, on_epoch=True, sync_dist=False)
         return loss
@@ -176,8 +177,6 @@ class SPPClassifier(L.LightningModule):
             # The same two ÷10 drops at fixed fractions of the run (short runs never plateau).
             epochs = max(1, int(self.trainer.max_epochs or 1))
             milestones = sorted({max(1, round(f * epochs)) for f in sched.get("milestones", [0.67, 0.89])})
-            scheduler = torch.optim.lr_scheduler.MultiStepLR(
-                optimizer, milestones, gamma=sched.get("gamma", 0.1)
-            )
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=sched.get("gamma", 0.1))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         raise ValueError(f"optim.scheduler.name={name!r}: expected 'plateau' or 'step'")

@@ -21,9 +21,10 @@ from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
 def hydra_job_command(local_rank: int, resume_from: str | None = None) -> tuple[list[str], str | None]:
     """Return the command (and cwd) that re-runs the current Hydra job as DDP rank ``local_rank``."""
-    import __main__
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import get_original_cwd
+
+    import __main__
 
     hc = HydraConfig.get()
     module = __main__.__spec__.name if __main__.__spec__ is not None else None

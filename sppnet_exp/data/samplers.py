@@ -1,0 +1,98 @@
+"""Samplers: seeded epoch shuffling, un-repeated distributed sharding, size-bucketed batches (full view).
+
+Training under DDP uses ``torch.utils.data.DistributedSampler`` (built by the data module); single-process
+training uses :class:`EpochShuffleSampler`. Both have ``set_epoch``, which Lightning calls every epoch.
+Evaluation shards without repetition: every sample is seen exactly once over all ranks (ranks may get one
+batch more or less than each other, so evaluation steps must not run collectives per step)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random permutation of ``range(n)`` seeded by ``(seed, epoch)``; call ``set_epoch`` each epoch."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch``."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def unrepeated_shard(n: int, world_size: int = 1, rank: int = 0) -> list[int]:
+    """Indices of ``range(n)`` for ``rank``: round-robin, each index on exactly one rank, none repeated."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} out of range for world size {world_size}")
+    return list(range(rank, n, world_size))
+
+
+class UnrepeatedDistributedSampler(Sampler[int]):
+    """Sequential eval sampler over this rank's un-repeated shard (see :func:`unrepeated_shard`)."""
+
+    def __init__(self, n: int, world_size: int = 1, rank: int = 0) -> None:
+        self.indices = unrepeated_shard(n, world_size, rank)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class SizeBucketBatchSampler(Sampler[list[int]]):
+    """Batches of indices whose (resized) image sizes are identical, sharded round-robin over ranks.
+
+    ``sizes`` is a sequence of ``(h, w)`` per sample, or a callable returning it (evaluated lazily on first
+    use and cached). Buckets are visited in sorted size order and indices keep their order inside a bucket,
+    so the batching is deterministic; each index appears in exactly one batch on exactly one rank.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[tuple[int, int]] | Callable[[], Sequence[tuple[int, int]]],
+        batch_size: int,
+        world_size: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} out of range for world size {world_size}")
+        self._sizes = sizes
+        self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
+        self._batches: list[list[int]] | None = None
+
+    def _all_batches(self) -> list[list[int]]:
+        sizes = self._sizes() if callable(self._sizes) else self._sizes
+        buckets: dict[tuple[int, int], list[int]] = {}
+        for i, size in enumerate(sizes):
+            buckets.setdefault((int(size[0]), int(size[1])), []).append(i)
+        batches = []
+        for key in sorted(buckets):
+            idx = buckets[key]
+            batches.extend(idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size))
+        return batches
+
+    def batches(self) -> list[list[int]]:
+        """This rank's batches (computed once)."""
+        if self._batches is None:
+            self._batches = self._all_batches()[self.rank :: self.world_size]
+        return self._batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
