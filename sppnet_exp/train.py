@@ -87,6 +87,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.info(f"Resuming <{cfg.cell}> from {resume_from}")
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     fit_seconds = time.time() - start
+    val = {k: _float(trainer.callback_metrics.get(f"val/{k}")) for k in ("top1_err", "top5_err", "top1_err_best")}
 
     test_out = trainer.test(module, datamodule=datamodule, verbose=trainer.is_global_zero)
     metrics = _metrics_by_view({k: v for out in test_out for k, v in out.items()}, views)
@@ -100,7 +101,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "seconds": round(fit_seconds, 1),
             "skipped_images": module.skipped_total,
             "resumed_from": resume_from,
-            "best_val_top1_err": _float(trainer.callback_metrics.get("val/top1_err_best")),
+            "final_val_top1_err": val["top1_err"],  # centre crop, after the last epoch
+            "final_val_top5_err": val["top5_err"],
+            "best_val_top1_err": val["top1_err_best"],
         }
     payload = {**meta, "status": "finished", "train": train_info, "tables": _tables(previous, cfg.table)}
     payload["metrics"] = {**(previous or {}).get("metrics", {}), **metrics} if training_done else metrics
@@ -129,7 +132,7 @@ def _metrics_by_view(logged: dict[str, float], views: list[str]) -> dict[str, di
     for key, value in logged.items():
         parts = key.split("/")
         if len(parts) == 3 and parts[0] == "test" and parts[1] in views:
-            out.setdefault(parts[1], {})[parts[2]] = round(float(value), 4)
+            out.setdefault(parts[1], {})[parts[2]] = int(value) if parts[2] == "n" else round(float(value), 4)
     return out
 
 

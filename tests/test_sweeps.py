@@ -114,3 +114,35 @@ def test_ddp_two_cpu_processes_inside_a_multirun(tmp_path: Path, data_dir: Path)
     multi = next(r for r in _results(runs_root) if r["cell"] == "zf5_spp_multi")
     sizes = (Path(multi["run_dir"]) / "csv" / "metrics.csv").read_text()
     assert "train/input_size" in sizes
+
+
+@pytest.mark.slow
+def test_killed_process_resumes(tmp_path: Path, data_dir: Path) -> None:
+    """Kill -9 a training process after its first checkpoint; the re-run resumes from last.ckpt."""
+    import signal
+    import time
+
+    args = [
+        "-m",
+        "sppnet_exp.train",
+        "experiment=table2/zf5_spp_single",
+        *tiny_overrides(tmp_path, data_dir),
+        "scale.max_epochs=3",
+        "data.gen_train_per_class=60",  # ~40 steps an epoch: time to kill it mid-run
+        "logger=csv",
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    runs_root = tmp_path / "outputs" / "runs"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(runs_root.glob("*/*/checkpoints/last.ckpt")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    [ckpt] = list(runs_root.glob("*/*/checkpoints/last.ckpt"))
+    assert json.loads((ckpt.parents[1] / "results.json").read_text())["status"] == "running"
+    _run(args, cwd=REPO)
+    done = json.loads((ckpt.parents[1] / "results.json").read_text())
+    assert done["status"] == "finished" and done["train"]["resumed_from"] == str(ckpt)

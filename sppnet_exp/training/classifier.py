@@ -69,6 +69,7 @@ class SPPClassifier(L.LightningModule):
         self.train_metrics = _error_metrics(num_classes, multilabel)
         self.val_metrics = _error_metrics(num_classes, multilabel)
         self.test_metrics = nn.ModuleDict({v: _error_metrics(num_classes, multilabel) for v in self.eval_views})
+        self.test_counts = nn.ModuleDict({v: SumMetric() for v in self.eval_views})  # images tested per view
         self.train_loss = MeanMetric()
         self.skipped = SumMetric()  # corrupt training images skipped this epoch (all ranks)
         self.val_best = MinMetric()
@@ -141,11 +142,14 @@ class SPPClassifier(L.LightningModule):
         views, targets = batch
         view = self.eval_views[dataloader_idx]
         self._update(self.test_metrics[view], self.predict_views(views), targets)
+        self.test_counts[view].update(float(targets.shape[0]))
 
     def on_test_epoch_end(self) -> None:
         for view, metrics in self.test_metrics.items():
             values = _as_percent(metrics.compute(), f"test/{view}/")
             metrics.reset()
+            values[f"test/{view}/n"] = self.test_counts[view].compute()
+            self.test_counts[view].reset()
             for key, value in values.items():
                 self.log(key, value, add_dataloader_idx=False)
 

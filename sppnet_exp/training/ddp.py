@@ -36,6 +36,7 @@ def hydra_job_command(local_rank: int, resume_from: str | None = None) -> tuple[
         f"hydra.job.name={hc.job.name}_rank{local_rank}",
         "hydra.output_subdir=null",
         "hydra/hydra_logging=none",
+        f"hydra.job_logging.handlers.file.filename={hc.runtime.output_dir}/{hc.job.name}_rank{local_rank}.log",
         f"resume_from={resume_from or 'null'}",
     ]
     return command, get_original_cwd()
