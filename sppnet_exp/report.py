@@ -38,8 +38,9 @@ def report(cfg: DictConfig) -> bool:
         print(f"no finished runs for {cfg.table} under {cfg.paths.runs_root}: nothing written")
         return not cfg.verify
     if cfg.write:
-        rep.to_files(experiments_dir / cfg.table)
-        print(f"written: {experiments_dir / cfg.table / 'results.md'} and results.csv")
+        out = Path(cfg.out_dir) / cfg.table
+        rep.to_files(out)
+        print(f"written: {out / 'results.md'} and results.csv")
     if cfg.wandb.log:
         mode = "offline" if wandb_offline() else "online"
         rep.log_to_wandb(
@@ -47,7 +48,7 @@ def report(cfg: DictConfig) -> bool:
             group=cfg.table,
             mode=mode,
             entity=cfg.wandb.entity,
-            dir=str(Path(cfg.paths.output_dir) / "reports"),
+            dir=str(_mkdir(Path(cfg.paths.output_dir) / "reports")),
         )
     if cfg.verify:
         if rep.verify_ok is None:
@@ -56,6 +57,11 @@ def report(cfg: DictConfig) -> bool:
         print("\n".join(rep.verify_lines))
         return bool(rep.verify_ok)
     return True
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="report")

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from sppnet_exp.config import config_dir
 from sppnet_exp.reporting.results import read_results, update_results, write_results
 from sppnet_exp.training import SPPClassifier
+from sppnet_exp.training.ddp import distributed_job
 from sppnet_exp.training.wiring import (
     build_callbacks,
     build_datamodule,
@@ -74,8 +75,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             seed=cfg.seed,
         )
 
-    callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg, with_loggers=bool(loggers))
     trainer = build_trainer(cfg, callbacks=callbacks, loggers=loggers, resume_from=resume_from)
     meta = run_metadata(cfg, trainer)
     if trainer.is_global_zero and not training_done:
@@ -155,7 +156,8 @@ def _float(value: Any) -> float | None:
 def run_task(cfg: DictConfig) -> float | None:
     """Run :func:`train` with crash logging and W&B clean-up, so one failing multirun job ends cleanly."""
     try:
-        results = train(cfg)
+        with distributed_job():
+            results = train(cfg)
     except Exception:
         log.exception(f"Cell <{cfg.get('cell')}> failed; run dir {cfg.get('run_dir')}")
         raise

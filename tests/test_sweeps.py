@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -54,7 +55,7 @@ def test_multirun_sweep_then_report(tmp_path: Path, data_dir: Path) -> None:
             "sppnet_exp.report",
             "table=table2",
             f"paths.output_dir={tmp_path}/outputs",
-            f"paths.experiments_dir={tmp_path}/exp_out",
+            f"out_dir={tmp_path}/exp_out",
             "wandb.log=false",
         ],
         cwd=REPO,
@@ -75,7 +76,7 @@ def test_report_logs_wandb_table_offline(tmp_path: Path, data_dir: Path) -> None
             "sppnet_exp.report",
             "table=table2",
             f"paths.output_dir={tmp_path}/outputs",
-            f"paths.experiments_dir={tmp_path}/exp_out",
+            f"out_dir={tmp_path}/exp_out",
         ],
         cwd=tmp_path,
     )
@@ -100,7 +101,7 @@ def test_ddp_two_cpu_processes_inside_a_multirun(tmp_path: Path, data_dir: Path)
     ]
     _run(args, cwd=REPO)
     runs_root = tmp_path / "outputs" / "runs"
-    assert sorted(p.parent.name for p in runs_root.glob("*/*/results.json")) == [
+    assert sorted(p.parents[1].name for p in runs_root.glob("*/*/results.json")) == [
         "zf5_spp_multi",
         "zf5_spp_single",
     ]
@@ -112,8 +113,9 @@ def test_ddp_two_cpu_processes_inside_a_multirun(tmp_path: Path, data_dir: Path)
         assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     multi = next(r for r in _results(runs_root) if r["cell"] == "zf5_spp_multi")
-    sizes = (Path(multi["run_dir"]) / "csv" / "metrics.csv").read_text()
-    assert "train/input_size" in sizes
+    with open(Path(multi["run_dir"]) / "csv" / "metrics.csv") as f:
+        sizes = {float(row["train/input_size"]) for row in csv.DictReader(f) if row.get("train/input_size")}
+    assert sizes == {64.0, 52.0}  # epoch 0 at the crop size, epoch 1 at the multi-size (both ranks switch)
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ def test_one_batch_of_every_experiment(experiment: str, make_cfg: Callable[..., 
     on_disk = json.loads((Path(cfg.run_dir) / "results.json").read_text())
     assert on_disk["metrics"] == results["metrics"]
     assert on_disk["seed"] == 0 and on_disk["config"]["cell"] == cfg.cell
-    assert on_disk["versions"]["torch"] == torch.__version__
+    assert torch.__version__.startswith(on_disk["versions"]["torch"])
     assert "commit" in on_disk["git"] and on_disk["tables"] == [cfg.table]
     assert (Path(cfg.run_dir) / "checkpoints" / "last.ckpt").is_file()
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 
 import sppnet_exp  # noqa: F401  (resolvers)
 from sppnet_exp.config import config_dir
@@ -155,6 +156,7 @@ def bench_train_overhead(cfg: DictConfig, steps: int, rounds: int) -> dict[str, 
         if len(batches) == steps:
             break
     skip = min(3, len(batches) // 4)
+    batches = DataLoader(batches, batch_size=None, shuffle=False)  # the same pre-made batches for both loops
     bare, lit = [], []
     for _ in range(rounds):  # alternate so drift on a noisy machine hits both sides
         bare.append(_bare_run(cfg, batches, dm.num_classes, skip))

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
+import torch
 from lightning.fabric.strategies.launchers.subprocess_script import _launch_process_observer
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
@@ -86,6 +88,29 @@ class _HydraJobLauncher(_SubprocessScriptLauncher):
             child_env["LOCAL_RANK"] = str(local_rank)
             command, cwd = hydra_job_command(local_rank, self.resume_from)
             self.procs.append(subprocess.Popen(command, env=child_env, cwd=cwd))
+
+
+DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextmanager
+def distributed_job() -> Iterator[None]:
+    """Run one multirun job: afterwards destroy its process group and restore the DDP environment variables.
+
+    The launcher sets ``LOCAL_RANK`` etc. in rank 0's own environment; left there, the next job of the sweep
+    would take itself for a child rank and never launch its own children.
+    """
+    saved = {k: os.environ.get(k) for k in DDP_ENV}
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def child_overrides(command: Sequence[str]) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,9 +37,10 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return instantiate(kwargs, _convert_="all")
 
 
-def build_callbacks(cfg: DictConfig) -> list[Callback]:
-    """Checkpointing, LR monitor and the rest of ``cfg.callbacks``."""
-    return _instantiate_group(cfg.get("callbacks"), "callback")
+def build_callbacks(cfg: DictConfig, with_loggers: bool = True) -> list[Callback]:
+    """Checkpointing, LR monitor and the rest of ``cfg.callbacks`` (the LR monitor only when something logs)."""
+    callbacks = _instantiate_group(cfg.get("callbacks"), "callback")
+    return [c for c in callbacks if with_loggers or not isinstance(c, LearningRateMonitor)]
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
