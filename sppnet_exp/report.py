@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from sppnet_exp.config import config_dir, wandb_offline
+from sppnet_exp.config import REPO_DIR, config_dir, wandb_offline
 from sppnet_exp.reporting import build_report
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 def report(cfg: DictConfig) -> bool:
     """Build, print, write and log the report of ``cfg.table``; return whether verification passed."""
     experiments_dir = Path(cfg.paths.experiments_dir)
+    if not (experiments_dir / cfg.table / "expected.yaml").is_file():  # run from outside the repo: its own specs
+        experiments_dir = REPO_DIR / "experiments"
     rep = build_report(
         table=cfg.table,
         runs_root=Path(cfg.paths.runs_root),
