@@ -8,6 +8,8 @@ UV     := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 STAMP  := $(VENV)/.installed
 # Extra Hydra overrides for the table targets, e.g. `make table2 ARGS="data=imagenet data.root=/data/ilsvrc scale=paper trainer=ddp"`
 ARGS   ?=
+# Overrides for the report step (it picks the most recently updated data/scale by default), e.g. REPORT_ARGS="data=imagenet scale=paper"
+REPORT_ARGS ?=
 PYTEST_ARGS ?=
 
 TABLE2_CELLS := $(shell printf 'table2/%s,' zf5_nospp zf5_spp_single zf5_spp_multi convnet5_nospp convnet5_spp_single convnet5_spp_multi overfeat5_nospp overfeat5_spp_single overfeat5_spp_multi overfeat7_nospp overfeat7_spp_single overfeat7_spp_multi | sed 's/,$$//')
@@ -30,17 +32,17 @@ lock:  ## re-resolve requirements.in into requirements.lock (with hashes)
 
 table2: $(STAMP)  ## Table 2: 4 networks x 3 modes (multirun), then the report
 	$(PY) -m sppnet_exp.train -m 'experiment=$(TABLE2_CELLS)' $(ARGS)
-	$(PY) -m sppnet_exp.report table=table2 $(ARGS)
+	$(PY) -m sppnet_exp.report table=table2 $(REPORT_ARGS)
 
 table3: $(STAMP)  ## Table 3: single-view tests of Table 2's checkpoints (trains what is missing)
 	$(PY) -m sppnet_exp.eval -m 'experiment=$(TABLE3_CELLS)' $(ARGS)
-	$(PY) -m sppnet_exp.report table=table3 $(ARGS)
+	$(PY) -m sppnet_exp.report table=table3 $(REPORT_ARGS)
 
 verify-table2: $(STAMP)  ## check Table 2 results against experiments/table2/expected.yaml
-	$(PY) -m sppnet_exp.report table=table2 verify=true $(ARGS)
+	$(PY) -m sppnet_exp.report table=table2 verify=true $(REPORT_ARGS)
 
 verify-table3: $(STAMP)  ## check Table 3 results against experiments/table3/expected.yaml
-	$(PY) -m sppnet_exp.report table=table3 verify=true $(ARGS)
+	$(PY) -m sppnet_exp.report table=table3 verify=true $(REPORT_ARGS)
 
 test: $(STAMP)  ## fast test suite (what CI runs)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
