@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -111,8 +111,3 @@ def distributed_job() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def child_overrides(command: Sequence[str]) -> list[str]:
-    """The Hydra overrides of a child command (for tests and logs)."""
-    return [c for c in command if "=" in c]
