@@ -14,6 +14,9 @@ PYTEST_ARGS ?=
 
 TABLE2_CELLS := $(shell printf 'table2/%s,' zf5_nospp zf5_spp_single zf5_spp_multi convnet5_nospp convnet5_spp_single convnet5_spp_multi overfeat5_nospp overfeat5_spp_single overfeat5_spp_multi overfeat7_nospp overfeat7_spp_single overfeat7_spp_multi | sed 's/,$$//')
 TABLE3_CELLS := table3/zf5_spp_single,table3/zf5_spp_multi,table3/overfeat7_spp_single,table3/overfeat7_spp_multi
+TABLE9_CELLS := table9/spp_1scale,table9/spp_5scale,table9/rcnn_alexnet,table9/timing
+TABLE10_CELLS := table10/spp_1scale,table10/spp_5scale,table10/rcnn_zf5,table10/timing
+TABLE12_CELLS := table12/net1,table12/net2
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,11 +41,27 @@ table3: $(STAMP)  ## Table 3: single-view tests of Table 2's checkpoints (trains
 	$(PY) -m sppnet_exp.eval -m 'experiment=$(TABLE3_CELLS)' $(ARGS)
 	$(PY) -m sppnet_exp.report table=table3 $(REPORT_ARGS)
 
+table9: $(STAMP)  ## Table 9: SPP 1-sc / 5-sc and R-CNN (AlexNet) detection + timing (multirun), then the report
+	$(PY) -m sppnet_exp.detect -m 'experiment=$(TABLE9_CELLS)' $(ARGS)
+	$(PY) -m sppnet_exp.report table=table9 $(REPORT_ARGS)
+
+table10: $(STAMP)  ## Table 10: SPP vs R-CNN on the same ZF-5 (multirun), then the report
+	$(PY) -m sppnet_exp.detect -m 'experiment=$(TABLE10_CELLS)' $(ARGS)
+	$(PY) -m sppnet_exp.report table=table10 $(REPORT_ARGS)
+
+table12: $(STAMP)  ## Table 12: two SPP-nets from different seeds and their combination, then the report
+	$(PY) -m sppnet_exp.detect -m 'experiment=$(TABLE12_CELLS)' $(ARGS)
+	$(PY) -m sppnet_exp.detect experiment=table12/combination $(ARGS)
+	$(PY) -m sppnet_exp.report table=table12 $(REPORT_ARGS)
+
 verify-table2: $(STAMP)  ## check Table 2 results against experiments/table2/expected.yaml
 	$(PY) -m sppnet_exp.report table=table2 verify=true $(REPORT_ARGS)
 
 verify-table3: $(STAMP)  ## check Table 3 results against experiments/table3/expected.yaml
 	$(PY) -m sppnet_exp.report table=table3 verify=true $(REPORT_ARGS)
+
+verify-table9 verify-table10 verify-table12: verify-%: $(STAMP)  ## check a detection table against experiments/<table>/expected.yaml
+	$(PY) -m sppnet_exp.report table=$* verify=true $(REPORT_ARGS)
 
 test: $(STAMP)  ## fast test suite (what CI runs)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -68,4 +87,4 @@ clean:  ## remove outputs, caches and the venv
 	rm -rf outputs multirun wandb .pytest_cache .ruff_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install lock table2 table3 verify-table2 verify-table3 test test-full lint format bench complexity clean
+.PHONY: help install lock table2 table3 table9 table10 table12 verify-table2 verify-table3 verify-table9 verify-table10 verify-table12 test test-full lint format bench complexity clean

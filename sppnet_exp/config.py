@@ -55,3 +55,14 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sppnet.default", lambda value, default: default if value is None else value)
     if not OmegaConf.has_resolver("sppnet.wandb_offline"):
         OmegaConf.register_new_resolver("sppnet.wandb_offline", wandb_offline)
+
+
+def compose_config(name: str, overrides: list[str]) -> Any:
+    """Compose a primary config (``train``, ``detect``, ...) from inside or outside a running Hydra app."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(name, overrides=overrides)
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(name, overrides=overrides)

@@ -27,3 +27,14 @@ def test_training_overhead_and_data_benches_run(tmp_path: Path) -> None:
     over = json.loads((tmp_path / "train_overhead.json").read_text())
     assert over["bare_median"] > 0 and over["lightning_median"] > 0
     assert json.loads((tmp_path / "data.json").read_text())["results"][0]["images_per_s"] > 0
+
+
+def test_detection_bench_writes_timings_and_checks(tmp_path: Path) -> None:
+    main(["--quick", "--only", "detection,proposals", "--out", str(tmp_path)])
+    det = json.loads((tmp_path / "detection.json").read_text())
+    assert set(det["methods"]) == {"spp_1scale", "spp_5scale", "rcnn"}
+    for t in det["methods"].values():
+        assert t["conv_s"] > 0 and t["fc_s"] > 0 and t["total_s"] > t["conv_s"]
+    assert set(det["checks"]) == set(det["meets"]) == set(det["targets"])
+    assert json.loads((tmp_path / "proposals.json").read_text())["images_per_s_per_core"] > 0
+    assert "SPP-net vs R-CNN" in (tmp_path / "summary.md").read_text()

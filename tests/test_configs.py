@@ -27,16 +27,42 @@ def test_every_table_cell_has_an_experiment() -> None:
         assert f"table3/{cell}" in EXPERIMENTS
 
 
+DETECTION_TABLES = ("table9", "table10", "table12")
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes(experiment: str) -> None:
-    name = "eval" if experiment.startswith("table3/") else "train"
+    table, cell = experiment.split("/")
+    name = "eval" if table == "table3" else "detect" if table in DETECTION_TABLES else "train"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(name, overrides=[f"experiment={experiment}"], return_hydra_config=True)
-    table, cell = experiment.split("/")
     assert cfg.table == table
+    assert cfg.run_dir.endswith(f"{cfg.cell}/generated-embedded-s0-{cfg.fingerprint}")
+    if table in DETECTION_TABLES:
+        assert cfg.detector.method in ("spp", "rcnn", "combine", "timing")
+        return
     assert cfg.cell == cell
-    assert cfg.run_dir.endswith(f"{cell}/generated-embedded-s0-{cfg.fingerprint}")
     assert cfg.model.name in cell and cfg.mode.name in cell
+
+
+def test_detection_tables_name_their_cells() -> None:
+    """Every cell a detection table reads is produced by one of its experiments; shared cells share run dirs."""
+    from sppnet_exp.reporting.tables import load_spec
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for table in DETECTION_TABLES:
+            spec = load_spec(CONF.parent / "experiments" / table / "expected.yaml")
+            made = {}
+            for e in (x for x in EXPERIMENTS if x.startswith(table + "/")):
+                cfg = compose("detect", overrides=[f"experiment={e}"])
+                made[cfg.cell] = cfg.run_dir
+            assert set(spec.cells()) <= set(made), (table, set(spec.cells()) - set(made))
+        t9 = compose("detect", overrides=["experiment=table9/spp_5scale"]).run_dir
+        t10 = compose("detect", overrides=["experiment=table10/spp_5scale"]).run_dir
+        t12 = compose("detect", overrides=["experiment=table12/net1"]).run_dir
+        assert t9 == t10 == t12
+        net2 = compose("detect", overrides=["experiment=table12/net2"])
+        assert net2.pretrained.seed == 1 and net2.run_dir != t12
 
 
 def test_table3_cells_find_table2_runs() -> None:

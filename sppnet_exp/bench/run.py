@@ -3,6 +3,8 @@
 - ``data``: training-loader throughput (decode + augment + collate), images/s, per worker count.
 - ``train_overhead``: Lightning (the real ``SPPClassifier`` and Trainer) against a bare PyTorch loop on the
   same model and the same in-memory batches, alternated in one run; overhead = 1 − lightning/bare.
+- ``detection`` / ``proposals``: SPP-net 1-scale and 5-scale against R-CNN per image (conv, fc, other, total;
+  2000 windows on a 500x375 scene, ZF-5), and selective search images/s per core (:mod:`sppnet_exp.bench.detection`).
 - ``spp_head``: the SPP head ({6,3,2,1} pooling + fc6) against the fixed pool5 head (6×6 + fc6), forward
   and forward+backward, on ZF-5 conv5 maps (13×13×256 at paper width, and the embedded width).
 
@@ -255,6 +257,9 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
             for r in results["spp_head"]["results"]
         ]
         lines.append("")
+    from sppnet_exp.bench.detection import summary_lines
+
+    lines += summary_lines(results.get("detection"), results.get("proposals"))
     return "\n".join(lines)
 
 
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     """``sppnet-bench [--only data,train_overhead,spp_head] [--out outputs/bench] [hydra overrides...]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/bench")
-    parser.add_argument("--only", default="data,train_overhead,spp_head")
+    parser.add_argument("--only", default="data,train_overhead,spp_head,detection,proposals")
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the data/model config")
     args = parser.parse_args(argv)
@@ -278,6 +283,19 @@ def main(argv: list[str] | None = None) -> None:
         results["train_overhead"] = bench_train_overhead(cfg, steps, rounds)
     if "spp_head" in only:
         results["spp_head"] = bench_spp_head(repeats)
+    if "detection" in only:
+        from sppnet_exp.bench.detection import bench_detection
+
+        kw = (
+            {"windows": 100, "short": 188, "scales_1": (344,), "scales_5": (240, 288, 344, 432, 600)}
+            if args.quick
+            else {}
+        )
+        results["detection"] = bench_detection(**kw)
+    if "proposals" in only:
+        from sppnet_exp.bench.detection import bench_proposals
+
+        results["proposals"] = bench_proposals(188 if args.quick else 375, repeats=2 if args.quick else 3)
     for name, value in results.items():
         if name != "meta":
             atomic_write_json(out / f"{name}.json", {**value, "meta": results["meta"]})

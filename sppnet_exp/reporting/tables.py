@@ -47,6 +47,8 @@ class Axis:
     view: str | None = None
     extra: bool = False
     paper: dict[str, dict[str, float]] = field(default_factory=dict)
+    cell: str | None = None  # rows only: own cell template (e.g. the timing run of a detection table)
+    metric: str | None = None  # rows only: own metric key (e.g. conv time in a table of mAPs)
 
 
 @dataclass
@@ -94,16 +96,27 @@ class TableSpec:
         """Human name of (row, column) used in verify lines."""
         return self.name_template.format(row=row, column=column)
 
-    def view(self, block: MetricBlock, column: Axis) -> str:
-        """The results.json view of a value: the column's, else the metric block's."""
+    def view(self, block: MetricBlock, column: Axis, row: Axis | None = None) -> str:
+        """The results.json view of a value: the row's (a template), else the column's, else the block's."""
+        if row is not None and row.view is not None:
+            return row.view.format(row=row.id, column=column.id)
         view = column.view or block.view
         if view is None:
             raise ValueError(f"{self.table}: no view for metric {block.key} in column {column.id}")
         return view
 
+    def row_cell(self, row: Axis, column: Axis) -> str:
+        """Run cell of (row, column): the row's own template when it has one."""
+        template = row.cell or self.cell_template
+        return template.format(row=row.id, column=column.id)
+
+    def metric(self, block: MetricBlock, row: Axis) -> str:
+        """Metric key of a value: the row's own, else the block's."""
+        return row.metric or block.key
+
     def cells(self) -> list[str]:
         """Every run cell any (row, column) pair of the table refers to."""
-        return sorted({self.cell(r.id, c.id) for r in self.rows for c in self.columns})
+        return sorted({self.row_cell(r, c) for r in self.rows for c in self.columns})
 
     def paper_value(self, row: str, column: str, metric: str) -> float | None:
         """The paper's number, or None."""
@@ -123,6 +136,8 @@ def _axis(d: Mapping[str, Any], where: str) -> Axis:
         view=d.get("view"),
         extra=bool(d.get("extra", False)),
         paper=paper,
+        cell=d.get("cell"),
+        metric=d.get("metric"),
     )
 
 
@@ -170,7 +185,8 @@ def load_spec(path: str | os.PathLike[str]) -> TableSpec:
     )
     for block in metrics:
         for c in columns:
-            spec.view(block, c)  # raises when a value has no view
+            for r in rows:
+                spec.view(block, c, r)  # raises when a value has no view
     return spec
 
 
@@ -203,18 +219,19 @@ def build_values(spec: TableSpec, aggs: Mapping[tuple[str, str, str], Agg]) -> l
     for block in spec.metrics:
         for row in spec.rows:
             for col in spec.columns:
-                view = spec.view(block, col)
-                cell = spec.cell(row.id, col.id)
+                view = spec.view(block, col, row)
+                cell = spec.row_cell(row, col)
+                metric = spec.metric(block, row)
                 out.append(
                     CellValue(
                         row=row.id,
                         column=col.id,
-                        metric=block.key,
+                        metric=metric,
                         view=view,
                         cell=cell,
                         extra=row.extra,
-                        ours=aggs.get((cell, view, block.key)),
-                        paper=spec.paper_value(row.id, col.id, block.key),
+                        ours=aggs.get((cell, view, metric)),
+                        paper=spec.paper_value(row.id, col.id, metric),
                     )
                 )
     if spec.baseline_row is not None:
@@ -308,7 +325,7 @@ def render_markdown(spec: TableSpec, values: Sequence[CellValue], header: Header
         for row in spec.main_rows:
             cells = []
             for c in spec.columns:
-                v = idx[(row.id, c.id, block.key)]
+                v = idx[(row.id, c.id, spec.metric(block, row))]
                 cells.append(f"**{fmt_ours(v)}**<br>paper {fmt_paper(v)}<br>Δ {_f(v.diff, signed=True)}")
             out.append(f"| {row.label} | " + " | ".join(cells) + " |")
         out.append("")
@@ -320,7 +337,7 @@ def render_markdown(spec: TableSpec, values: Sequence[CellValue], header: Header
         mlabels = {m.key: m.label for m in spec.metrics}
         for v in extras:
             out.append(
-                f"| {labels[v.row]} | {cols[v.column].label} | {mlabels[v.metric]} | {fmt_ours(v)} | "
+                f"| {labels[v.row]} | {cols[v.column].label} | {mlabels.get(v.metric, v.metric)} | {fmt_ours(v)} | "
                 f"{fmt_paper(v)} | {_f(v.diff, signed=True)} |"
             )
         out.append("")
@@ -380,7 +397,7 @@ def render_console(spec: TableSpec, values: Sequence[CellValue], header: Header)
         for row in spec.main_rows:
             line = [row.label]
             for c in spec.columns:
-                v = idx[(row.id, c.id, block.key)]
+                v = idx[(row.id, c.id, spec.metric(block, row))]
                 line += [fmt_ours(v), fmt_paper(v), _f(v.diff, signed=True)]
             grid.append(line)
         out += _grid(grid)

@@ -95,7 +95,8 @@ def verify_values(spec: TableSpec, values: Sequence[CellValue], data: str | None
         if not rel.get("enabled", True):
             res.lines.append(f"{desc}: disabled in this section")
             continue
-        lhs = [v for v in values if v.metric == metric and not v.extra and _selected(less, v)]
+        # extra rows take part only when a selector names them (e.g. the chance row of a detection table)
+        lhs = [v for v in values if v.metric == metric and (not v.extra or "row" in less) and _selected(less, v)]
         for a in lhs:
             # the partner differs from `a` only in the selected axes
             free = {k: getattr(a, k) for k in ("row", "column") if k not in than}

@@ -1,0 +1,95 @@
+"""The classification net a detector starts from: found in its Table 2 run dir, trained there when missing.
+
+The `train` config of the pretrained cell is composed with the same paths, so the detector finds exactly the run
+dir (and ``last.ckpt``) that ``make table2`` writes; an explicit checkpoint overrides the lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sppnet_exp.config import compose_config
+from sppnet_exp.models.net import SPPNet
+
+log = logging.getLogger(__name__)
+
+__all__ = ["load_pretrained", "pretrained_train_config"]
+
+
+def pretrained_train_config(cfg: DictConfig, pretrained: DictConfig | None = None) -> DictConfig:
+    """The `train` config of the pretrained cell of a detection config (same paths and logger choice)."""
+    pre = pretrained if pretrained is not None else cfg.pretrained
+    overrides = [f"experiment={pre.experiment}"] if pre.get("experiment") else []
+    overrides += list(pre.get("overrides") or [])
+    overrides += [
+        f"seed={pre.seed}",
+        f"scale={cfg.scale.pretrain.scale}",
+        f"data={cfg.scale.pretrain.data}",
+        f"paths.root_dir={cfg.paths.root_dir}",
+        f"paths.output_dir={cfg.paths.output_dir}",
+        f"paths.runs_root={cfg.paths.runs_root}",
+        f"paths.data_dir={cfg.paths.data_dir}",
+        "logger=csv",
+    ]
+    return compose_config("train", overrides)
+
+
+def _from_checkpoint(path: Path) -> SPPNet:
+    from sppnet_exp.training.classifier import SPPClassifier
+
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained checkpoint not found: {path}")
+    module = SPPClassifier.load_from_checkpoint(path, map_location="cpu")
+    net = module.net.eval()
+    log.info(f"pretrained net {net.name} ({net.head}, levels {net.levels}) from {path}")
+    return net
+
+
+def load_pretrained(cfg: DictConfig, pretrained: DictConfig | None = None) -> tuple[SPPNet, dict[str, Any]]:
+    """Return the pretrained net (eval mode, CPU) and where it came from (for results.json)."""
+    pre = pretrained if pretrained is not None else cfg.pretrained
+    if pre.get("checkpoint"):
+        path = Path(pre.checkpoint)
+        return _from_checkpoint(path), {"checkpoint": str(path), "model": pre.model, "seed": int(pre.seed)}
+    tcfg = pretrained_train_config(cfg, pre)
+    run_dir = Path(tcfg.run_dir)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    results = run_dir / "results.json"
+    finished = False
+    if results.is_file():
+        from sppnet_exp.reporting.results import read_results
+
+        finished = read_results(run_dir).get("status") == "finished"
+    if not (finished and ckpt.is_file()):
+        if not pre.get("train_if_missing", True):
+            raise FileNotFoundError(
+                f"pretrained cell {tcfg.cell} (seed {pre.seed}) has no finished run at {run_dir}; run "
+                f"`python -m sppnet_exp.train {' '.join(_cli(tcfg))}` first or set pretrained.train_if_missing=true"
+            )
+        log.info(f"pretrained cell {tcfg.cell} (seed {pre.seed}) not found at {run_dir}: training it now")
+        from sppnet_exp.train import train
+
+        train(tcfg)
+    info = {
+        "cell": str(tcfg.cell),
+        "run_dir": str(run_dir),
+        "checkpoint": str(ckpt),
+        "model": str(tcfg.model.name),
+        "seed": int(pre.seed),
+        "fingerprint": str(tcfg.fingerprint),
+    }
+    return _from_checkpoint(ckpt), info
+
+
+def _cli(tcfg: DictConfig) -> list[str]:
+    """A hint of the train command for the error message."""
+    return [f"model={tcfg.model.name}", f"mode={tcfg.mode.name}", f"seed={tcfg.seed}", f"scale={tcfg.scale.name}"]
+
+
+def config_summary(tcfg: DictConfig) -> dict[str, Any]:
+    """The resolved train config (for logs)."""
+    return OmegaConf.to_container(tcfg, resolve=True)  # type: ignore[return-value]
