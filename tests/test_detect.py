@@ -163,3 +163,33 @@ def test_real_data_beats_chance(
     m = results["metrics"]
     assert results["data"] == det_data
     assert m["pool5"]["mAP"] > m["chance"]["mAP"] + 5.0, m
+
+
+@pytest.mark.slow
+def test_conv5_extraction_shards_over_two_ddp_ranks(tmp_path: Path, data_dir: Path) -> None:
+    """trainer=ddp_cpu: the conv5 cache is written by two ranks; rank 1 then leaves, rank 0 finishes the cell."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    args = [
+        sys.executable,
+        "-m",
+        "sppnet_exp.detect",
+        "experiment=table9/spp_1scale",
+        *[o for o in TINY_DET if not o.startswith("trainer=")],
+        *GEN,
+        "trainer=ddp_cpu",
+        "rows=[pool5]",
+        f"paths.output_dir={tmp_path}/outputs",
+        f"paths.data_dir={data_dir}",
+    ]
+    proc = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = list((tmp_path / "outputs" / "runs" / "spp_1scale").glob("*/results.json"))
+    assert len(results) == 1
+    r = json.loads(results[0].read_text())
+    assert r["status"] == "finished" and 0.0 <= r["metrics"]["pool5"]["mAP"] <= 100.0
+    conv = list((tmp_path / "outputs" / "cache" / "conv5").glob("*/s100/*.npy"))
+    assert len(conv) == 14 + 8  # every trainval and test image, each written once
+    assert "DDP rank > 0" in proc.stdout + proc.stderr

@@ -481,3 +481,35 @@ def test_log_to_wandb_disabled_mode(tmp_path: Path) -> None:
     _table2_runs(tmp_path / "runs")
     rep = build_report("table2", tmp_path / "runs", EXPERIMENTS, "generated", "embedded")
     assert rep.log_to_wandb("sppnet-test", mode="disabled", dir=str(tmp_path)) is None
+
+
+def _det_metrics(base: float) -> dict:
+    rows = ["pool5", "fc6", "ftfc6", "ftfc7", "ftfc7_bb"]
+    out = {r: {"mAP": base + i} for i, r in enumerate(rows)}
+    out["chance"] = {"mAP": 2.0}
+    return out
+
+
+def test_table9_rows_with_own_cells_views_metrics(tmp_path: Path) -> None:
+    """Detection tables: mAP rows read each column's cell, timing rows one timing cell with a view per column."""
+    for cell, base in (("spp_1scale", 30.0), ("spp_5scale", 32.0), ("rcnn_alexnet", 31.0)):
+        _run(tmp_path, cell, "zf5", "spp", 0, _det_metrics(base))
+    timing = {
+        "spp_1scale": {"conv_s": 0.0123, "fc_s": 0.02, "total_s": 0.04, "speedup": 50.0},
+        "spp_5scale": {"conv_s": 0.05, "fc_s": 0.02, "total_s": 0.08, "speedup": 25.0},
+        "rcnn_alexnet": {"conv_s": 1.9, "fc_s": 0.02, "total_s": 2.0},
+    }
+    _run(tmp_path, "timing_alexnet", "zf5", "timing", 0, timing)
+    rep = build_report("table9", tmp_path, EXPERIMENTS, verify=True)
+    rows = _rows(rep)
+    assert rows[("ftfc7_bb", "spp_5scale", "mAP")]["ours"] == pytest.approx(36.0)
+    assert rows[("ftfc7_bb", "spp_5scale", "mAP")]["paper"] == pytest.approx(59.2)
+    assert rows[("conv_time", "spp_1scale", "conv_s")]["ours"] == pytest.approx(0.0123)
+    assert rows[("speedup", "spp_1scale", "speedup")]["paper"] == pytest.approx(64.0)
+    assert "**0.012**" in rep.markdown  # seconds with 3 decimals
+    assert rep.verify_ok, rep.verify_lines
+    assert any("relation mAP: row=chance < row=ftfc7_bb" in line and line.endswith("OK") for line in rep.verify_lines)
+    # R-CNN faster than SPP would fail the embedded check.
+    timing["spp_1scale"]["total_s"] = 3.0
+    _run(tmp_path, "timing_alexnet", "zf5", "timing", 0, timing, updated="2030-01-01T00:00:00+00:00")
+    assert not build_report("table9", tmp_path, EXPERIMENTS, verify=True).verify_ok

@@ -49,6 +49,7 @@ class Axis:
     paper: dict[str, dict[str, float]] = field(default_factory=dict)
     cell: str | None = None  # rows only: own cell template (e.g. the timing run of a detection table)
     metric: str | None = None  # rows only: own metric key (e.g. conv time in a table of mAPs)
+    digits: int = 2  # rows only: decimals shown (e.g. 3 for seconds)
 
 
 @dataclass
@@ -138,6 +139,7 @@ def _axis(d: Mapping[str, Any], where: str) -> Axis:
         paper=paper,
         cell=d.get("cell"),
         metric=d.get("metric"),
+        digits=int(d.get("digits", 2)),
     )
 
 
@@ -202,6 +204,7 @@ class CellValue:
     extra: bool
     ours: Agg | None
     paper: float | None
+    digits: int = 2
     gain: float | None = None  # ours: baseline − ours
     paper_gain: float | None = None  # paper: baseline − paper
 
@@ -232,6 +235,7 @@ def build_values(spec: TableSpec, aggs: Mapping[tuple[str, str, str], Agg]) -> l
                         extra=row.extra,
                         ours=aggs.get((cell, view, metric)),
                         paper=spec.paper_value(row.id, col.id, metric),
+                        digits=row.digits,
                     )
                 )
     if spec.baseline_row is not None:
@@ -247,20 +251,20 @@ def build_values(spec: TableSpec, aggs: Mapping[tuple[str, str, str], Agg]) -> l
     return out
 
 
-def _f(x: float | None, signed: bool = False) -> str:
-    """Two decimals, the dash for None."""
+def _f(x: float | None, signed: bool = False, digits: int = 2) -> str:
+    """``digits`` decimals (two by default), the dash for None."""
     if x is None:
         return DASH
-    return f"{x:+.2f}" if signed else f"{x:.2f}"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
 def fmt_ours(v: CellValue) -> str:
     """``35.10 ± 0.20 (1.01)``: mean, std when n>1, gain in brackets."""
     if v.ours is None:
         return DASH
-    s = _f(v.ours.mean)
+    s = _f(v.ours.mean, digits=v.digits)
     if v.ours.std is not None:
-        s += f" ± {v.ours.std:.2f}"
+        s += f" ± {v.ours.std:.{v.digits}f}"
     if v.gain is not None:
         s += f" ({v.gain:.2f})"
     return s
@@ -270,7 +274,7 @@ def fmt_paper(v: CellValue) -> str:
     """``34.98 (1.01)``: the paper's number with its gain."""
     if v.paper is None:
         return DASH
-    return _f(v.paper) + (f" ({v.paper_gain:.2f})" if v.paper_gain is not None else "")
+    return _f(v.paper, digits=v.digits) + (f" ({v.paper_gain:.2f})" if v.paper_gain is not None else "")
 
 
 @dataclass
@@ -326,7 +330,8 @@ def render_markdown(spec: TableSpec, values: Sequence[CellValue], header: Header
             cells = []
             for c in spec.columns:
                 v = idx[(row.id, c.id, spec.metric(block, row))]
-                cells.append(f"**{fmt_ours(v)}**<br>paper {fmt_paper(v)}<br>Δ {_f(v.diff, signed=True)}")
+                diff = _f(v.diff, signed=True, digits=v.digits)
+                cells.append(f"**{fmt_ours(v)}**<br>paper {fmt_paper(v)}<br>Δ {diff}")
             out.append(f"| {row.label} | " + " | ".join(cells) + " |")
         out.append("")
     extras = _extra_lines(spec, values)
@@ -338,7 +343,7 @@ def render_markdown(spec: TableSpec, values: Sequence[CellValue], header: Header
         for v in extras:
             out.append(
                 f"| {labels[v.row]} | {cols[v.column].label} | {mlabels.get(v.metric, v.metric)} | {fmt_ours(v)} | "
-                f"{fmt_paper(v)} | {_f(v.diff, signed=True)} |"
+                f"{fmt_paper(v)} | {_f(v.diff, signed=True, digits=v.digits)} |"
             )
         out.append("")
     return "\n".join(out)
@@ -398,7 +403,7 @@ def render_console(spec: TableSpec, values: Sequence[CellValue], header: Header)
             line = [row.label]
             for c in spec.columns:
                 v = idx[(row.id, c.id, spec.metric(block, row))]
-                line += [fmt_ours(v), fmt_paper(v), _f(v.diff, signed=True)]
+                line += [fmt_ours(v), fmt_paper(v), _f(v.diff, signed=True, digits=v.digits)]
             grid.append(line)
         out += _grid(grid)
     extras = _extra_lines(spec, values)
@@ -408,6 +413,7 @@ def render_console(spec: TableSpec, values: Sequence[CellValue], header: Header)
         cols = {c.id: c.label for c in spec.columns}
         grid = [["result", "network", "metric", "ours", "paper", "Δ"]]
         for v in extras:
-            grid.append([labels[v.row], cols[v.column], v.metric, fmt_ours(v), fmt_paper(v), _f(v.diff, signed=True)])
+            diff = _f(v.diff, signed=True, digits=v.digits)
+            grid.append([labels[v.row], cols[v.column], v.metric, fmt_ours(v), fmt_paper(v), diff])
         out += _grid(grid)
     return "\n".join(out) + "\n"
