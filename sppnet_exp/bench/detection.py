@@ -32,10 +32,9 @@ def scene(short: int = 375, seed: int = 0) -> torch.Tensor:
 
     img, _ = render_scene(np.random.default_rng(seed), 6, min_side=short, max_side=short)
     arr = np.asarray(img.convert("RGB"))
-    h, w = arr.shape[:2]
     long = round(short * 4 / 3)
     t = torch.from_numpy(arr.copy()).permute(2, 0, 1)
-    size = (short, long) if h <= w else (long, short)
+    size = (short, long)  # landscape, like most VOC images (500x375)
     return torch.nn.functional.interpolate(t[None].float(), size=size, mode="bilinear")[0].round().byte()
 
 
@@ -144,7 +143,7 @@ def summary_lines(det: dict[str, Any] | None, props: dict[str, Any] | None) -> l
         lines += [
             "## Detection: SPP-net vs R-CNN per image (same backbone, same windows, one run)",
             "",
-            f"{det['backbone']}, image {det['image'][0]}x{det['image'][1]}, {det['windows']} windows, "
+            f"{det['backbone']}, image {det['image'][1]}x{det['image'][0]} (w x h), {det['windows']} windows, "
             f"{det['threads']} threads.",
             "",
             "| method | conv s | fc s | other s | total s | speed-up | conv speed-up |",
