@@ -131,3 +131,18 @@ def test_report_config_composes() -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("report", overrides=["table=table3"])
     assert cfg.table == "table3" and cfg.source == "local"
+
+
+def test_detection_paper_scale_and_voc07_compose() -> None:
+    """The paper's detection settings: s = 688 or five scales, 224 target, VOC 2007's 20 classes."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        one = compose("detect", overrides=["experiment=table9/spp_1scale", "det_scale=paper", "det_data=voc07"])
+        five = compose(
+            "detect",
+            overrides=["experiment=table9/spp_5scale", "det_scale=paper", "scale.scales_5=[480,576,688,874,1200]"],
+        )
+        rcnn = compose("detect", overrides=["experiment=table9/rcnn_alexnet", "det_scale=paper"])
+    assert list(one.detector.scales) == [688] and one.detector.target_size == 224 and len(one.data.classes) == 20
+    assert list(five.detector.scales) == [480, 576, 688, 874, 1200]
+    assert rcnn.detector.padding == 16 and rcnn.detector.bbox_reg.lam == 1000.0
+    assert one.scale.pretrain.data == "imagenet" and one.fingerprint != five.fingerprint

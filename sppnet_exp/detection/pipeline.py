@@ -444,7 +444,9 @@ class DetectionRun:
     def _detect(self, detector: Any, layer: str, head: FCHead | None, pool_test: Any, regressor: Any) -> list:
         t = self.cfg.test
         layer_fn, feats = self._layer_fn(layer, head), self._features(pool_test)
-        bb_feats = self._features(self.ft_pool_test if self.method == "rcnn" else self.pool_test)
+        bb_feats = None
+        if regressor is not None:  # box regression reads pool5 of the (R-CNN: fine-tuned) net
+            bb_feats = self._features(self.ft_pool_test if self.method == "rcnn" else self.pool_test)
         out: list[ImageDetections] = []
         for i, win in enumerate(self.roidb_test):
             x = layer_fn(feats(i)) * detector.scale
