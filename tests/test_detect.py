@@ -99,6 +99,13 @@ def test_spp_cell_end_to_end_and_resume(det_cfg: Callable[..., DictConfig]) -> N
     assert detect(cfg)["detect"] == again["detect"]
 
 
+def test_rcnn_rows_without_finetuning(det_cfg: Callable[..., DictConfig]) -> None:
+    """R-CNN's pool5 and fc6 rows: warped windows through the pretrained net, no fine-tuning needed."""
+    results = detect(det_cfg("experiment=table10/rcnn_zf5", *GEN, "rows=[pool5,fc6]"))
+    _check_rows(results, ["pool5", "fc6"])
+    assert not (Path(results["run_dir"]) / "finetune").exists()
+
+
 @pytest.mark.slow
 def test_rcnn_cell_and_timing(det_cfg: Callable[..., DictConfig]) -> None:
     results = detect(det_cfg("experiment=table10/rcnn_zf5", *GEN))

@@ -214,3 +214,17 @@ def test_loss_decreases_on_separable_features() -> None:
     with torch.no_grad():
         logits = tuner.fc8.cpu()(head(x))
     assert F.cross_entropy(logits, torch.from_numpy(lab)).item() < 0.6 * np.mean(rec.losses[:5])
+
+
+def test_killed_fine_tuning_resumes_from_its_last_checkpoint(tmp_path) -> None:  # noqa: ANN001
+    roidb, pooled = scene(6)
+    cfg = {"max_steps": 6, "batch_size": 16, "lr": 0.01}
+    first = fit_finetuner(roidb, lambda i: pooled[i], None, NUM_CLASSES, cfg, CPU, ckpt_dir=tmp_path)
+    saved = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 6
+    # A re-run finds last.ckpt at the final step: nothing is retrained, the weights are the checkpoint's.
+    again = fit_finetuner(roidb, lambda i: pooled[i], None, NUM_CLASSES, {**cfg, "seed": 5}, CPU, ckpt_dir=tmp_path)
+    assert again.trainer.global_step == 6
+    for k, v in again.state_dict().items():
+        assert torch.equal(v, saved["state_dict"][k]), k
+    assert torch.equal(again.fc8.weight, first.fc8.weight)

@@ -20,6 +20,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -353,8 +354,11 @@ def fit_finetuner(
     num_classes: int,
     cfg: Mapping[str, Any] | None = None,
     trainer_kwargs: Mapping[str, Any] | None = None,
+    ckpt_dir: str | Path | None = None,
 ) -> FCFineTuner:
     """Fine-tune with a Lightning Trainer and return the module (``.fc8``, ``.finetuned_head()``).
+
+    With ``ckpt_dir``, ``last.ckpt`` is saved there every ~5% of the steps and a killed run resumes from it.
 
     ``cfg`` keys (defaults in :data:`DEFAULTS`): fc_width (ignored when ``init_fc`` is given), dropout, lr,
     lr_steps, max_steps (alias steps), momentum, weight_decay, caffe_bias, batch_size, fg_fraction, fg_thresh,
@@ -422,9 +426,26 @@ def fit_finetuner(
     else:
         kwargs |= {"limit_val_batches": 0}
     kwargs |= dict(trainer_kwargs or {})
+    ckpt_path = None
+    if ckpt_dir is not None:
+        kwargs, ckpt_path = with_step_checkpoints(kwargs, ckpt_dir, max_steps)
     trainer = L.Trainer(**kwargs)
-    trainer.fit(model, train_dataloaders=train_dl, val_dataloaders=val_dl)
+    trainer.fit(model, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
     return model
+
+
+def with_step_checkpoints(
+    kwargs: dict[str, Any], ckpt_dir: str | Path, max_steps: int
+) -> tuple[dict[str, Any], str | None]:
+    """Trainer kwargs that save ``last.ckpt`` in ``ckpt_dir`` every ~5% of ``max_steps``, and the checkpoint to
+    resume from when one is there (a killed fine-tuning continues where it stopped)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    every = max(1, max_steps // 20)
+    ckpt = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_train_steps=every)
+    kwargs = {**kwargs, "enable_checkpointing": True, "callbacks": [*kwargs.get("callbacks", []), ckpt]}
+    last = Path(ckpt_dir) / "last.ckpt"
+    return kwargs, (str(last) if last.is_file() else None)
 
 
 def finetune_fc(
@@ -434,6 +455,7 @@ def finetune_fc(
     num_classes: int,
     cfg: Mapping[str, Any] | None = None,
     trainer_kwargs: Mapping[str, Any] | None = None,
+    ckpt_dir: str | Path | None = None,
 ) -> FCHead:
     """Fine-tune (see :func:`fit_finetuner`) and return the tuned fc6/fc7 as an :class:`FCHead` on the CPU."""
-    return fit_finetuner(roidb, pooled, init_fc, num_classes, cfg, trainer_kwargs).finetuned_head().cpu()
+    return fit_finetuner(roidb, pooled, init_fc, num_classes, cfg, trainer_kwargs, ckpt_dir).finetuned_head().cpu()

@@ -258,7 +258,13 @@ class DetectionRun:
                 ft = dict(OmegaConf.to_container(self.cfg.scale.finetune, resolve=True))
                 ft["seed"] = int(self.cfg.seed)
                 head = finetune_fc(
-                    self.roidb_train, self.pool_train.get, self.net.fc, self.num_classes, ft, trainer_kwargs(self.cfg)
+                    self.roidb_train,
+                    self.pool_train.get,
+                    self.net.fc,
+                    self.num_classes,
+                    ft,
+                    trainer_kwargs(self.cfg),
+                    ckpt_dir=self.run_dir / "finetune" / "ckpt",
                 )
                 save_torch(head.state_dict(), path)
         else:
@@ -273,7 +279,13 @@ class DetectionRun:
                 ft["seed"] = int(self.cfg.seed)
                 ft["padding"] = int(self.cfg.detector.padding)
                 net = finetune_rcnn(
-                    net, self.roidb_train, self.train.load_image, self.num_classes, ft, trainer_kwargs(self.cfg)
+                    net,
+                    self.roidb_train,
+                    self.train.load_image,
+                    self.num_classes,
+                    ft,
+                    trainer_kwargs(self.cfg),
+                    ckpt_dir=self.run_dir / "finetune" / "ckpt",
                 )
                 save_torch(_trunk_and_fc(net), path)
             net.eval()

@@ -15,6 +15,7 @@ so a step decodes a few images instead of up to 128.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -226,8 +227,11 @@ def finetune_rcnn(
     num_classes: int,
     cfg: Mapping[str, Any] | None = None,
     trainer_kwargs: Mapping[str, Any] | None = None,
+    ckpt_dir: str | Path | None = None,
 ) -> SPPNet:
     """Fine-tune ``model`` R-CNN style for ``cfg["max_steps"]`` steps; returns it (new fc8) on CPU in eval mode.
+
+    With ``ckpt_dir``, ``last.ckpt`` is saved there every ~5% of the steps and a killed run resumes from it.
 
     ``cfg`` overrides :data:`FINETUNE_DEFAULTS` (plus the required ``max_steps``, alias ``steps``); ``size`` None =
     the model's input size. ``trainer_kwargs`` override the Trainer defaults (one device, no logger/checkpoints).
@@ -280,5 +284,10 @@ def finetune_rcnn(
         "enable_model_summary": False,
         **dict(trainer_kwargs or {}),
     }
-    L.Trainer(**kwargs).fit(module, train_dataloaders=loader)
+    ckpt_path = None
+    if ckpt_dir is not None:
+        from sppnet_exp.detection.finetune import with_step_checkpoints
+
+        kwargs, ckpt_path = with_step_checkpoints(kwargs, ckpt_dir, int(c["max_steps"]))
+    L.Trainer(**kwargs).fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     return module.model.cpu().eval()
