@@ -20,9 +20,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.config import REPO_DIR, compose_config, config_dir
-from sppnet_exp.reporting.results import read_results, update_results, write_results
+from sppnet_exp.reporting.results import make_payload, read_results, update_results, write_results
 from sppnet_exp.training.wiring import build_loggers, finish_wandb
-from sppnet_exp.utils.env import git_info, host_info, versions
 
 log = logging.getLogger(__name__)
 
@@ -30,29 +29,27 @@ METHODS = ("spp", "rcnn", "combine", "timing")
 
 
 def _payload(cfg: DictConfig, status: str, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """Identity and provenance of a detection run (the shared results.json schema, plus task and device)."""
     tables = list((previous or {}).get("tables", []))
     if cfg.get("table") and cfg.table not in tables:
         tables.append(str(cfg.table))
-    return {
-        "schema": 1,
-        "status": status,
-        "task": "detect",
-        "cell": str(cfg.cell),
-        "model": str(cfg.pretrained.model),
-        "mode": str(cfg.detector.method),
-        "levels": None,
-        "data": str(cfg.data.name),
-        "data_root": cfg.data.get("root"),
-        "scale": str(cfg.scale.name),
-        "seed": int(cfg.seed),
-        "fingerprint": str(cfg.fingerprint),
-        "run_dir": str(cfg.run_dir),
-        "tables": tables,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "versions": versions(),
-        "git": git_info(REPO_DIR),
-        "host": {**host_info(), "device": "cuda" if torch.cuda.is_available() else "cpu"},
-    }
+    payload = make_payload(
+        cell=str(cfg.cell),
+        model=str(cfg.pretrained.model),
+        mode=str(cfg.detector.method),
+        levels=None,
+        data=str(cfg.data.name),
+        data_root=cfg.data.get("root"),
+        scale=str(cfg.scale.name),
+        seed=int(cfg.seed),
+        fingerprint=str(cfg.fingerprint),
+        tables=tables,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        repo_dir=REPO_DIR,
+        status=status,
+    )
+    payload["host"]["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return {**payload, "task": "detect", "run_dir": str(cfg.run_dir)}
 
 
 def _done_rows(previous: dict[str, Any] | None, run_dir: Path) -> set[str]:
@@ -145,12 +142,11 @@ def _combine(cfg: DictConfig, on_row: Any) -> dict[str, Any]:
     """Table 12: NMS over the union of the member cells' detections of ``detector.row``."""
     from sppnet_exp.detection.combine import combine_detections
     from sppnet_exp.detection.detections import read_detections
-    from sppnet_exp.detection.voc_eval import evaluate_detections
 
     det = cfg.detector
     if len(det.members) < 2:
         raise ValueError("detector.members must name at least two experiments (e.g. [table12/net1, table12/net2])")
-    from hydra.utils import instantiate
+    from sppnet_exp.detection.pipeline import evaluate_and_save, setup_data
 
     row = str(det.row)
     sets, members = [], []
@@ -167,21 +163,8 @@ def _combine(cfg: DictConfig, on_row: Any) -> dict[str, Any]:
     merged = sets[0]
     for other in sets[1:]:
         merged = combine_detections(merged, other, nms_thresh=float(det.nms), max_per_image=int(det.max_per_image))
-    kwargs = OmegaConf.to_container(cfg.data, resolve=True)
-    assert isinstance(kwargs, dict)
-    kwargs.pop("name", None)
-    dm = instantiate(kwargs, _convert_="all")
-    dm.setup()
-    from sppnet_exp.detection.detections import write_detections
-
-    run_dir = Path(cfg.run_dir)
-    write_detections(run_dir / f"detections_{row}.jsonl", merged)
-    for name, s in zip([m["experiment"] for m in members], sets, strict=True):
-        r = evaluate_detections(s, dm.test, list(dm.classes))
-        log.info(f"member {name}: mAP {100 * r.map:.2f}")
-    res = evaluate_detections(merged, dm.test, list(dm.classes))
-    row_metrics = {"mAP": round(100.0 * float(res.map), 3)}
-    row_metrics.update({f"AP/{c}": round(100.0 * float(a), 3) for c, a in res.ap.items() if a == a})
+    dm = setup_data(cfg)
+    row_metrics = evaluate_and_save(merged, dm.test, list(dm.classes), Path(cfg.run_dir) / f"detections_{row}.jsonl")
     on_row(row, row_metrics, {"members": members})
     return {"members": members}
 

@@ -261,7 +261,7 @@ def _read_spec(folder: Path) -> dict | None:
         return None
 
 
-def _write_dataset(tmp: Path, spec: dict) -> int:
+def _write_dataset(tmp: Path, spec: dict) -> dict[str, int]:
     """Write all images of ``spec`` under ``tmp``; return how many."""
     seed, lo, hi = spec["seed"], spec["min_side"], spec["max_side"]
     n = 0
@@ -292,7 +292,7 @@ def _write_dataset(tmp: Path, spec: dict) -> int:
         folder.mkdir(parents=True)
         for i in range(min(count, 50)):
             emit(folder, f"image_{i + 1:04d}.jpg", "background", 0, i, None)
-    return n
+    return {"images": n}
 
 
 def ensure_generated(
@@ -319,18 +319,23 @@ def ensure_generated(
     if train_per_class < 0 or val_per_class < 0:
         raise ValueError("train_per_class and val_per_class must be >= 0")
     spec = _spec(layout, num_classes, train_per_class, val_per_class, seed, min_side, max_side)
-    root = Path(root)
-    final = root / f"{layout}-{num_classes}c-{spec_hash(spec)}"
+    return build_once(Path(root) / f"{layout}-{num_classes}c-{spec_hash(spec)}", spec, _write_dataset)
+
+
+def build_once(final: Path, spec: dict, write: Callable[[Path, dict], object]) -> Path:
+    """Return ``final`` when it holds a dataset made from ``spec``; else build it with ``write(tmp, spec)`` in a
+    temporary sibling folder, add ``spec.json`` and rename it into place (several processes may race: the first
+    rename wins). ``write`` returns a summary that is logged."""
     if final.is_dir():
         if _read_spec(final) == spec:
             return final
         log.warning("generated dataset %s does not match its spec; regenerating", final)
         shutil.rmtree(final, ignore_errors=True)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     start = time.perf_counter()
     try:
-        n = _write_dataset(tmp, spec)
+        summary = write(tmp, spec)
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=1, sort_keys=True))
         try:
             os.rename(tmp, final)
@@ -340,7 +345,7 @@ def ensure_generated(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("generated %d images in %s (%.1fs)", n, final, time.perf_counter() - start)
+    log.info("generated %s in %s (%.1fs)", summary, final, time.perf_counter() - start)
     return final
 
 

@@ -17,12 +17,8 @@ nothing visible are not annotated. Every image is drawn by its own ``numpy.rando
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import shutil
 import time
-import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -39,6 +35,8 @@ from .generated import (
     _clutter,
     _image_size,
     _lum,
+    _read_spec,
+    build_once,
     class_names,
     spec_hash,
 )
@@ -227,13 +225,6 @@ def _write_dataset(tmp: Path, spec: dict) -> dict[str, int]:
     return counts
 
 
-def _read_spec(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / SPEC_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def generated_classes(folder: str | Path) -> list[str]:
     """The class list (label order) of a generated scenes folder, from its ``spec.json``."""
     spec = _read_spec(Path(folder))
@@ -277,29 +268,7 @@ def ensure_generated_voc(
         "jpeg_quality": JPEG_QUALITY,
         "classes": names,
     }
-    data_dir = Path(data_dir)
-    final = data_dir / f"voc-{num_classes}c-{spec_hash(spec)}"
-    if final.is_dir():
-        if _read_spec(final) == spec:
-            return final
-        log.warning("generated scenes %s do not match their spec; regenerating", final)
-        shutil.rmtree(final, ignore_errors=True)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = data_dir / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    start = time.perf_counter()
-    try:
-        counts = _write_dataset(tmp, spec)
-        (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=1, sort_keys=True))
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if _read_spec(final) != spec:  # someone else's rename should have won; anything else is an error
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    log.info("generated %s in %s (%.1fs)", counts, final, time.perf_counter() - start)
-    return final
+    return build_once(Path(data_dir) / f"voc-{num_classes}c-{spec_hash(spec)}", spec, _write_dataset)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from sppnet_exp.detection.boxes import box_iou, decode_boxes, encode_boxes
 from sppnet_exp.detection.roidb import ImageWindows
-from sppnet_exp.detection.svm import _identity, _to_numpy, atomic_savez, feature_scale
+from sppnet_exp.detection.svm import _identity, _to_numpy, feature_scale
+from sppnet_exp.utils.io import atomic_savez
 
 __all__ = ["BoxRegressor", "collect_examples", "ridge_solve", "train_bbox_regressors", "whitening"]
 

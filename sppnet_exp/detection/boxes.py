@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torchvision.ops import nms as tv_nms
 
-__all__ = ["box_areas", "box_iou", "clip_boxes", "decode_boxes", "encode_boxes", "flip_boxes", "nms", "valid_boxes"]
+__all__ = ["box_areas", "box_iou", "clip_boxes", "decode_boxes", "encode_boxes", "flip_boxes", "nms"]
 
 
 def _as2d(boxes: np.ndarray) -> np.ndarray:
@@ -47,12 +47,6 @@ def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     b[:, [0, 2]] = np.clip(b[:, [0, 2]], 1, width)
     b[:, [1, 3]] = np.clip(b[:, [1, 3]], 1, height)
     return b.astype(np.float32)
-
-
-def valid_boxes(boxes: np.ndarray) -> np.ndarray:
-    """Mask of boxes with x2 >= x1 and y2 >= y1 (at least one pixel)."""
-    b = _as2d(boxes)
-    return (b[:, 2] >= b[:, 0]) & (b[:, 3] >= b[:, 1])
 
 
 def flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:

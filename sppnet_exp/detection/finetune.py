@@ -333,18 +333,33 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _finetune_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """DEFAULTS updated by ``cfg``; ``steps`` is accepted for ``max_steps``; unknown keys are an error."""
+def merge_step_cfg(
+    cfg: Mapping[str, Any] | None, defaults: Mapping[str, Any], who: str, require_steps: bool = False
+) -> dict[str, Any]:
+    """``defaults`` updated by ``cfg``, where ``steps`` (the detection configs' name) stands for ``max_steps``.
+
+    Unknown keys are an error (a typo must not be ignored), as are ``steps`` and ``max_steps`` that disagree and,
+    with ``require_steps``, neither of them.
+    """
     user = dict(cfg or {})
     if "steps" in user:
         steps = user.pop("steps")
         if "max_steps" in user and int(user["max_steps"]) != int(steps):
-            raise ValueError(f"fine-tune config: steps={steps} and max_steps={user['max_steps']} disagree")
+            raise ValueError(f"{who}: steps={steps} and max_steps={user['max_steps']} disagree")
         user["max_steps"] = steps
-    unknown = sorted(set(user) - set(DEFAULTS))
+    if require_steps and "max_steps" not in user:
+        raise ValueError(f"{who}: cfg needs max_steps (or steps), the number of SGD iterations")
+    unknown = sorted(set(user) - set(defaults) - {"max_steps"})
     if unknown:
-        raise ValueError(f"fine-tune config: unknown keys {unknown}; known: {sorted(DEFAULTS)} (and 'steps')")
-    return {**DEFAULTS, **user}
+        raise ValueError(
+            f"{who}: unknown cfg keys {unknown} (unknown keys are not ignored); known: {sorted(defaults)}, steps"
+        )
+    return {**defaults, **user}
+
+
+def _finetune_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """DEFAULTS updated by ``cfg`` (see :func:`merge_step_cfg`)."""
+    return merge_step_cfg(cfg, DEFAULTS, "fine-tune config")
 
 
 def fit_finetuner(

@@ -10,7 +10,7 @@ import torch
 
 from sppnet_exp.detection.boxes import clip_boxes, nms
 
-__all__ = ["ImageDetections", "detect_image", "rescore_nms"]
+__all__ = ["ImageDetections", "detect_image"]
 
 
 @dataclass
@@ -56,15 +56,6 @@ def detect_image(
                 b, sc = b[k2], sc[k2]
         out_b[c], out_s[c] = b, sc
     return ImageDetections(image_id, out_b, out_s)
-
-
-def rescore_nms(dets: ImageDetections, nms_thresh: float = 0.3, max_per_image: int = 100) -> ImageDetections:
-    """NMS again per class (used when merging detections)."""
-    b, s = {}, {}
-    for c, boxes in dets.boxes.items():
-        keep = nms(boxes, dets.scores[c], nms_thresh)[:max_per_image]
-        b[c], s[c] = boxes[keep], dets.scores[c][keep]
-    return ImageDetections(dets.image_id, b, s)
 
 
 def scores_for(features: torch.Tensor, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:

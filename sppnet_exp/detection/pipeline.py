@@ -24,7 +24,7 @@ from sppnet_exp.config import fingerprint
 from sppnet_exp.detection.heads import FCHead
 from sppnet_exp.detection.inference import ImageDetections, detect_image, scores_for
 from sppnet_exp.detection.roidb import ImageWindows, build_windows
-from sppnet_exp.utils.io import atomic_write_bytes
+from sppnet_exp.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,35 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def save_torch(obj: Any, path: Path) -> None:
-    """``torch.save`` atomically."""
-    import io
+def setup_data(cfg: DictConfig) -> Any:
+    """The detection DataModule of ``cfg.data``, set up (splits loaded)."""
+    from sppnet_exp.training.wiring import build_datamodule
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    dm = build_datamodule(cfg)
+    dm.setup()
+    return dm
+
+
+def load_proposals(cfg: DictConfig, split: Any) -> dict[str, np.ndarray]:
+    """The proposals of every image of ``split`` as ``cfg.proposals`` says (computed once and cached, or loaded)."""
+    from sppnet_exp.detection.proposals import get_proposals
+
+    p = cfg.proposals
+    path = p.get("path")
+    if isinstance(path, DictConfig):
+        path = path.get(split.name)
+    return get_proposals(
+        split,
+        source=str(p.source),
+        path=path,
+        cache_root=Path(cfg.cache_dir) / "proposals" / _data_tag(cfg),
+        mode=str(p.mode),
+        max_side=p.get("max_side"),
+        min_size=p.get("min_size") or 0,
+        max_proposals=p.get("max_proposals"),
+        workers=int(cfg.get("workers", 2)),
+        progress=bool(cfg.get("progress", True)),
+    )
 
 
 class DetectionRun:
@@ -85,13 +107,7 @@ class DetectionRun:
 
     # -- data and windows ---------------------------------------------------------------------------------
     def setup(self) -> None:
-        from hydra.utils import instantiate
-
-        kwargs = OmegaConf.to_container(self.cfg.data, resolve=True)
-        assert isinstance(kwargs, dict)
-        kwargs.pop("name", None)
-        self.dm = instantiate(kwargs, _convert_="all")
-        self.dm.setup()
+        self.dm = setup_data(self.cfg)
         self.train, self.test = self.dm.train, self.dm.test
         self.classes = list(self.dm.classes)
         self.num_classes = len(self.classes)
@@ -103,8 +119,8 @@ class DetectionRun:
             "test_stats": dict(getattr(self.test, "stats", {})),
         }
         t = time.time()
-        self.props_train = self._proposals(self.train)
-        self.props_test = self._proposals(self.test)
+        self.props_train = load_proposals(self.cfg, self.train)
+        self.props_test = load_proposals(self.cfg, self.test)
         self.info["stages"]["proposals_s"] = round(time.time() - t, 1)
         self.roidb_train = [
             build_windows(r, self.props_train[r.image_id], self.num_classes) for r in self.train.records
@@ -114,26 +130,6 @@ class DetectionRun:
             "train_per_image": float(np.mean([len(w) for w in self.roidb_train])) if self.roidb_train else 0.0,
             "test_per_image": float(np.mean([len(w) for w in self.roidb_test])) if self.roidb_test else 0.0,
         }
-
-    def _proposals(self, split: Any) -> dict[str, np.ndarray]:
-        from sppnet_exp.detection.proposals import get_proposals
-
-        p = self.cfg.proposals
-        path = p.get("path")
-        if isinstance(path, DictConfig):
-            path = path.get(split.name)
-        return get_proposals(
-            split,
-            source=str(p.source),
-            path=path,
-            cache_root=self.cache_dir / "proposals" / _data_tag(self.cfg),
-            mode=str(p.mode),
-            max_side=p.get("max_side"),
-            min_size=p.get("min_size") or 0,
-            max_proposals=p.get("max_proposals"),
-            workers=int(self.cfg.get("workers", 2)),
-            progress=bool(self.cfg.get("progress", True)),
-        )
 
     # -- pool5 features -----------------------------------------------------------------------------------
     def _pooled_cache(self, split_name: str, roidb: list[ImageWindows], source: Any, tag: str) -> Any:
@@ -266,7 +262,7 @@ class DetectionRun:
                     trainer_kwargs(self.cfg),
                     ckpt_dir=self.run_dir / "finetune" / "ckpt",
                 )
-                save_torch(head.state_dict(), path)
+                atomic_torch_save(head.state_dict(), path)
         else:
             from sppnet_exp.detection.rcnn import finetune_rcnn
 
@@ -287,7 +283,7 @@ class DetectionRun:
                     trainer_kwargs(self.cfg),
                     ckpt_dir=self.run_dir / "finetune" / "ckpt",
                 )
-                save_torch(_trunk_and_fc(net), path)
+                atomic_torch_save(_trunk_and_fc(net), path)
             net.eval()
             self._rcnn_features(net, "ft")
             head = FCHead.from_fc(net.fc)
@@ -488,22 +484,22 @@ class DetectionRun:
         return out
 
     def _evaluate(self, row: str, dets: list[ImageDetections]) -> dict[str, float]:
-        return evaluate_and_save(dets, self.test, self.classes, self.run_dir / f"detections_{row}.jsonl")
+        d = to_detections(dets, self.classes)
+        return evaluate_and_save(d, self.test, self.classes, self.run_dir / f"detections_{row}.jsonl")
 
 
-def evaluate_and_save(dets: list[ImageDetections], split: Any, classes: list[str], path: Path) -> dict[str, float]:
+def evaluate_and_save(dets: Any, split: Any, classes: list[str], path: Path) -> dict[str, float]:
     """Write the detections file, evaluate with the VOC07 devkit rules; mAP and per-class AP in percent."""
     from sppnet_exp.detection.detections import write_detections
     from sppnet_exp.detection.voc_eval import evaluate_detections
 
-    d = to_detections(dets, classes)
-    write_detections(path, d)
-    res = evaluate_detections(d, split, classes)
+    write_detections(path, dets)
+    res = evaluate_detections(dets, split, classes)
     metrics = {"mAP": round(100.0 * float(res.map), 3)}
     for c, ap in res.ap.items():
         if ap == ap:  # not NaN
             metrics[f"AP/{c}"] = round(100.0 * float(ap), 3)
-    metrics["detections"] = float(sum(len(s) for x in dets for s in x.scores.values()))
+    metrics["detections"] = float(len(dets.scores))
     return metrics
 
 

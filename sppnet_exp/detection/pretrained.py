@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sppnet_exp.config import compose_config
 from sppnet_exp.models.net import SPPNet
@@ -89,8 +89,3 @@ def load_pretrained(cfg: DictConfig, pretrained: DictConfig | None = None) -> tu
 def _cli(tcfg: DictConfig) -> list[str]:
     """A hint of the train command for the error message."""
     return [f"model={tcfg.model.name}", f"mode={tcfg.mode.name}", f"seed={tcfg.seed}", f"scale={tcfg.scale.name}"]
-
-
-def config_summary(tcfg: DictConfig) -> dict[str, Any]:
-    """The resolved train config (for logs)."""
-    return OmegaConf.to_container(tcfg, resolve=True)  # type: ignore[return-value]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from sppnet_exp.detection.finetune import merge_step_cfg, with_step_checkpoints
 from sppnet_exp.detection.rcnn import GEOMETRIES, warp_windows
 from sppnet_exp.detection.roidb import ImageWindows
 from sppnet_exp.models import SPPNet
@@ -236,17 +237,7 @@ def finetune_rcnn(
     ``cfg`` overrides :data:`FINETUNE_DEFAULTS` (plus the required ``max_steps``, alias ``steps``); ``size`` None =
     the model's input size. ``trainer_kwargs`` override the Trainer defaults (one device, no logger/checkpoints).
     """
-    cfg = dict(cfg or {})
-    if "steps" in cfg:  # the detection configs' name for it
-        steps = cfg.pop("steps")
-        if cfg.setdefault("max_steps", steps) != steps:
-            raise ValueError(f"finetune_rcnn: cfg gives steps={steps} and max_steps={cfg['max_steps']}")
-    if "max_steps" not in cfg:
-        raise ValueError("finetune_rcnn: cfg needs max_steps (or steps), the number of SGD iterations")
-    unknown = set(cfg) - set(FINETUNE_DEFAULTS) - {"max_steps"}
-    if unknown:
-        raise ValueError(f"finetune_rcnn: unknown cfg keys {sorted(unknown)}; known: {sorted(FINETUNE_DEFAULTS)}")
-    c = {**FINETUNE_DEFAULTS, **cfg}
+    c = merge_step_cfg(cfg, FINETUNE_DEFAULTS, "finetune_rcnn", require_steps=True)
     dataset = WarpedWindowDataset(
         roidb,
         load_image,
@@ -286,8 +277,6 @@ def finetune_rcnn(
     }
     ckpt_path = None
     if ckpt_dir is not None:
-        from sppnet_exp.detection.finetune import with_step_checkpoints
-
         kwargs, ckpt_path = with_step_checkpoints(kwargs, ckpt_dir, int(c["max_steps"]))
     L.Trainer(**kwargs).fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     return module.model.cpu().eval()

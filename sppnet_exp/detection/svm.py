@@ -18,7 +18,6 @@ training, cached negatives scoring below ``evict_thresh`` are dropped. Positives
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -37,13 +36,12 @@ from tqdm import tqdm
 
 from sppnet_exp.detection.boxes import nms
 from sppnet_exp.detection.roidb import ImageWindows
-from sppnet_exp.utils.io import atomic_write_bytes
+from sppnet_exp.utils.io import atomic_savez
 
 __all__ = [
     "HardNegativeMiner",
     "LinearDetector",
     "SVMConfig",
-    "atomic_savez",
     "feature_scale",
     "image_features",
     "prune_overlapping",
@@ -124,13 +122,6 @@ class LinearDetector:
             if W.ndim != 2 or b.shape != (W.shape[1],):
                 raise ValueError(f"{path}: W {W.shape} and b {b.shape} do not match")
             return cls(W, b, float(z["scale"]), json.loads(str(z["stats"])))
-
-
-def atomic_savez(path: str | os.PathLike[str], **arrays: np.ndarray) -> Path:
-    """``np.savez`` written atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _to_numpy(x: Tensor | np.ndarray) -> np.ndarray:

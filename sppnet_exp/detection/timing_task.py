@@ -27,28 +27,21 @@ def _pretrained_group(name: str) -> DictConfig:
 
 def run_timing(cfg: DictConfig) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Time every method on the first ``scale.timing.images`` test images (+ warm-up) with their proposals."""
-    from hydra.utils import instantiate
-
-    from sppnet_exp.detection.pipeline import DetectionRun, resolve_device
+    from sppnet_exp.detection.pipeline import load_proposals, resolve_device, setup_data
     from sppnet_exp.detection.pretrained import load_pretrained
     from sppnet_exp.detection.rcnn import warp_windows
 
     device = resolve_device(cfg)
     spp_net, spp_info = load_pretrained(cfg)
     rcnn_net, rcnn_info = load_pretrained(cfg, _pretrained_group(str(cfg.detector.rcnn_pretrained)))
-    kwargs = OmegaConf.to_container(cfg.data, resolve=True)
-    assert isinstance(kwargs, dict)
-    kwargs.pop("name", None)
-    dm = instantiate(kwargs, _convert_="all")
-    dm.setup()
+    dm = setup_data(cfg)
     n = int(cfg.scale.timing.images)
     warmup = int(cfg.scale.timing.warmup)
     split = dm.test
     count = min(len(split), n + warmup)
     if count <= warmup:
         raise ValueError(f"timing needs more than {warmup} test images, the split has {len(split)}")
-    run = DetectionRun(cfg, spp_net)
-    props = run._proposals(split)
+    props = load_proposals(cfg, split)
     images = [split.load_image(i) for i in range(count)]
     boxes = [np.asarray(props[split.records[i].image_id], dtype=np.float32) for i in range(count)]
     geom = receptive_field(spp_net.features)
