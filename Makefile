@@ -86,6 +86,12 @@ format: $(STAMP)  ## ruff format + fixes
 bench: $(STAMP)  ## benchmarks -> outputs/bench/*.json + summary.md
 	$(PY) -m sppnet_exp.bench.run $(ARGS)
 
+bench-publish: $(STAMP)  ## copy outputs/bench into experiments/bench/bench.json and rewrite the READMEs' bench blocks
+	$(PY) -m sppnet_exp.bench.summary publish $(or $(RUN),outputs/bench)
+
+bench-compare: $(STAMP)  ## two bench runs side by side: make bench-compare A=outputs/bench-1 B=outputs/bench-2
+	$(PY) -m sppnet_exp.bench.summary compare $(A) $(B)
+
 complexity: $(STAMP)  ## regenerate experiments/golden/model_complexity.json
 	$(PY) -m sppnet_exp.models.complexity --write
 
@@ -93,4 +99,4 @@ clean:  ## remove outputs, caches and the venv
 	rm -rf outputs multirun wandb .pytest_cache .ruff_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install lock table2 table3 table9 table10 table12 verify-table2 verify-table3 verify-table9 verify-table10 verify-table12 test test-full lint format bench complexity clean
+.PHONY: help install lock table2 table3 table9 table10 table12 verify-table2 verify-table3 verify-table9 verify-table10 verify-table12 test test-full lint format bench bench-publish bench-compare complexity clean

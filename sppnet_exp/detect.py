@@ -20,8 +20,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.config import REPO_DIR, compose_config, config_dir
+from sppnet_exp.engine import run_task
 from sppnet_exp.reporting.results import make_payload, read_results, update_results, write_results
-from sppnet_exp.training.wiring import build_loggers, finish_wandb
+from sppnet_exp.training.wiring import build_loggers
 
 log = logging.getLogger(__name__)
 
@@ -181,26 +182,10 @@ def _log_wandb_table(loggers: list[Any], metrics: dict[str, dict[str, float]]) -
             lg.log_table(key="detection/AP", columns=cols, data=data)
 
 
-def run_task(cfg: DictConfig) -> float | None:
-    """:func:`detect` with crash logging and W&B clean-up (one failing multirun job ends cleanly)."""
-    try:
-        results = detect(cfg)
-    except Exception:
-        log.exception(f"Detection cell <{cfg.get('cell')}> failed; run dir {cfg.get('run_dir')}")
-        raise
-    finally:
-        finish_wandb()
-    metric = cfg.get("optimized_metric")
-    if metric and results:
-        row, name = metric.split("/", 1)
-        return results.get("metrics", {}).get(row, {}).get(name)
-    return None
-
-
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="detect")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point (``sppnet-detect``)."""
-    return run_task(cfg)
+    return run_task(detect, cfg)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ import hydra
 from omegaconf import DictConfig
 
 from sppnet_exp.config import config_dir
-from sppnet_exp.train import run_task
+from sppnet_exp.engine import run_task
+from sppnet_exp.training.task import train
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point (``sppnet-eval``)."""
-    return run_task(cfg)
+    return run_task(train, cfg)
 
 
 if __name__ == "__main__":

@@ -1,179 +1,23 @@
 """Train one table cell and test it: ``python -m sppnet_exp.train experiment=table2/zf5_spp_multi``.
 
-A cell's run dir is a function of its config (``<runs_root>/<cell>/<data>-<scale>-s<seed>-<fingerprint>``),
-so re-running a sweep skips finished cells, a killed cell resumes from its ``last.ckpt``, and Table 3's
-evaluation finds Table 2's checkpoints. Every run writes ``results.json`` (metrics, resolved config, seed,
-versions, git commit) atomically into its run dir.
+The entry script only: the task is :func:`sppnet_exp.training.task.train`, run by the one task runner
+(:func:`sppnet_exp.engine.run_task`: DDP environment per job, crash logging, W&B clean-up).
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from pathlib import Path
-from typing import Any
-
 import hydra
-import lightning as L
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sppnet_exp.config import config_dir
-from sppnet_exp.reporting.results import read_results, update_results, write_results
-from sppnet_exp.training import SPPClassifier
-from sppnet_exp.training.ddp import distributed_job
-from sppnet_exp.training.wiring import (
-    build_callbacks,
-    build_datamodule,
-    build_loggers,
-    build_trainer,
-    finish_wandb,
-    run_metadata,
-)
-
-log = logging.getLogger(__name__)
-
-
-def _finished_views(results: dict[str, Any] | None) -> set[str]:
-    if not results or results.get("status") != "finished":
-        return set()
-    return set(results.get("metrics", {}))
-
-
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train (or resume, or skip) the cell ``cfg`` describes, test the views it asks for, return results."""
-    run_dir = Path(cfg.run_dir)
-    views = list(cfg.eval.views)
-    previous = read_results(run_dir) if (run_dir / "results.json").exists() else None
-    done_views = _finished_views(previous)
-    if cfg.skip_finished and previous is not None and set(views) <= done_views:
-        log.info(f"Skipping finished cell <{cfg.cell}>: {run_dir} has views {sorted(done_views)}")
-        _add_table(run_dir, previous, cfg.table)
-        return previous
-
-    L.seed_everything(cfg.seed, workers=True)
-    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
-    datamodule = build_datamodule(cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-
-    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-    resume_from = cfg.get("resume_from") or (str(last_ckpt) if cfg.resume and last_ckpt.exists() else None)
-    training_done = previous is not None and previous.get("status") == "finished"
-    if training_done:
-        if not last_ckpt.exists():
-            raise FileNotFoundError(f"{run_dir}: results.json says finished but {last_ckpt} is missing")
-        module = SPPClassifier.load_from_checkpoint(last_ckpt, map_location="cpu", eval_views=views)
-    else:
-        module = SPPClassifier(
-            model=_model_kwargs(cfg),
-            num_classes=datamodule.num_classes,
-            multilabel=datamodule.multilabel,
-            sizes=OmegaConf.to_container(cfg.mode.sizes, resolve=True),
-            optim=OmegaConf.to_container(cfg.optim, resolve=True),
-            eval_views=views,
-            seed=cfg.seed,
-        )
-
-    loggers = build_loggers(cfg)
-    callbacks = build_callbacks(cfg, with_loggers=bool(loggers))
-    trainer = build_trainer(cfg, callbacks=callbacks, loggers=loggers, resume_from=resume_from)
-    meta = run_metadata(cfg, trainer)
-    if trainer.is_global_zero and not training_done:
-        write_results(run_dir, {**meta, "status": "running", "metrics": {}, "tables": _tables(previous, cfg.table)})
-
-    start = time.time()
-    if not training_done:
-        if resume_from:
-            log.info(f"Resuming <{cfg.cell}> from {resume_from}")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-    fit_seconds = time.time() - start
-    val = {k: _float(trainer.callback_metrics.get(f"val/{k}")) for k in ("top1_err", "top5_err", "top1_err_best")}
-
-    test_out = trainer.test(module, datamodule=datamodule, verbose=trainer.is_global_zero)
-    metrics = _metrics_by_view({k: v for out in test_out for k, v in out.items()}, views)
-    if not trainer.is_global_zero:
-        return {}
-    train_info = dict(previous.get("train", {})) if training_done and previous else {}
-    if not training_done:
-        train_info = {
-            "epochs": trainer.current_epoch,
-            "global_step": trainer.global_step,
-            "seconds": round(fit_seconds, 1),
-            "skipped_images": module.skipped_total,
-            "resumed_from": resume_from,
-            "final_val_top1_err": val["top1_err"],  # centre crop, after the last epoch
-            "final_val_top5_err": val["top5_err"],
-            "best_val_top1_err": val["top1_err_best"],
-        }
-    payload = {**meta, "status": "finished", "train": train_info, "tables": _tables(previous, cfg.table)}
-    payload["metrics"] = {**(previous or {}).get("metrics", {}), **metrics} if training_done else metrics
-    write_results(run_dir, payload)
-    log.info(f"<{cfg.cell}> results: {metrics}  ({run_dir / 'results.json'})")
-    return payload
-
-
-def _model_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """`build_model` kwargs from the model, mode and scale groups."""
-    return {
-        "name": cfg.model.name,
-        "head": cfg.mode.head,
-        "levels": list(cfg.mode.levels),
-        "width": float(cfg.scale.width),
-        "input_size": int(cfg.scale.crop),
-        "dropout": float(cfg.model.dropout),
-        "pool": cfg.mode.get("pool", "max"),
-        "init": cfg.model.init,
-    }
-
-
-def _metrics_by_view(logged: dict[str, float], views: list[str]) -> dict[str, dict[str, float]]:
-    """``{"test/10view/top1_err": x}`` → ``{"10view": {"top1_err": x}}``."""
-    out: dict[str, dict[str, float]] = {}
-    for key, value in logged.items():
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == "test" and parts[1] in views:
-            out.setdefault(parts[1], {})[parts[2]] = int(value) if parts[2] == "n" else round(float(value), 4)
-    return out
-
-
-def _tables(previous: dict[str, Any] | None, table: str | None) -> list[str]:
-    tables = list((previous or {}).get("tables", []))
-    if table and table not in tables:
-        tables.append(table)
-    return tables
-
-
-def _add_table(run_dir: Path, previous: dict[str, Any], table: str | None) -> None:
-    if table and table not in previous.get("tables", []):
-        update_results(run_dir, {"tables": _tables(previous, table)})
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else round(float(value), 4)
-
-
-def run_task(cfg: DictConfig) -> float | None:
-    """Run :func:`train` with crash logging and W&B clean-up, so one failing multirun job ends cleanly."""
-    try:
-        with distributed_job():
-            results = train(cfg)
-    except Exception:
-        log.exception(f"Cell <{cfg.get('cell')}> failed; run dir {cfg.get('run_dir')}")
-        raise
-    finally:
-        finish_wandb()
-    metric = cfg.get("optimized_metric")
-    if metric and results:
-        view, name = metric.split("/", 1)
-        return results.get("metrics", {}).get(view, {}).get(name)
-    return None
+from sppnet_exp.engine import run_task
+from sppnet_exp.training.task import train
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point (``sppnet-train``)."""
-    return run_task(cfg)
+    return run_task(train, cfg)
 
 
 if __name__ == "__main__":

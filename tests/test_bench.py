@@ -1,22 +1,43 @@
-"""The benchmark runner writes its JSON and Markdown (numbers are measured, never asserted as targets)."""
+"""The benchmark runner writes its JSON (raw pairs, machine, intervals) and Markdown; README figures come from it."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from sppnet_exp.bench.run import main
+from sppnet_exp.bench.summary import (
+    PUBLISHED,
+    QUOTING,
+    compare_markdown,
+    current_blocks,
+    publish,
+    read_run,
+    readme_blocks,
+)
 from tests.conftest import TINY
 
+REPO = Path(__file__).resolve().parents[1]
 
-def test_spp_head_bench_writes_json_and_summary(tmp_path: Path) -> None:
+
+def _check_meta(meta: dict) -> None:
+    m = meta["machine"]
+    assert m["cpu_model"] and m["cores"] >= 1 and len(m["load_before"]) == 3 and len(m["load_after"]) == 3
+    assert m["versions"]["torch"] and meta["threads"]["torch_threads"] >= 1
+
+
+def test_spp_head_bench_writes_pairs_intervals_and_summary(tmp_path: Path) -> None:
     main(["--quick", "--only", "spp_head", "--out", str(tmp_path)])
-    rows = json.loads((tmp_path / "spp_head.json").read_text())["results"]
-    assert {r["head"] for r in rows} == {"spp", "nospp"}
-    spp = next(r for r in rows if r["head"] == "spp" and r["fc6_in"] == 256 * 50)
-    assert spp["forward_ms"] > 0 and spp["forward_backward_ms"] > spp["forward_ms"]
+    out = json.loads((tmp_path / "spp_head.json").read_text())
+    _check_meta(out["meta"])
+    row = out["results"][0]
+    assert row["fc6_in"] == {"spp": 256 * 50, "nospp": 256 * 36}
+    assert len(row["pairs"]) == 2 and set(row["pairs"][0]) == {"spp", "nospp"}
+    ratio = row["derived"]["forward_backward_ratio"]
+    assert ratio["lo"] <= ratio["median"] <= ratio["hi"] and ratio["n"] == 2
     assert "SPP head vs fixed pool5 head" in (tmp_path / "summary.md").read_text()
 
 
@@ -25,16 +46,51 @@ def test_training_overhead_and_data_benches_run(tmp_path: Path) -> None:
     overrides = [o for o in TINY if not o.startswith("trainer.")] + [f"paths.data_dir={tmp_path}/data"]
     main(["--quick", "--only", "data,train_overhead", "--out", str(tmp_path), *overrides])
     over = json.loads((tmp_path / "train_overhead.json").read_text())
-    assert over["bare_median"] > 0 and over["lightning_median"] > 0
-    assert json.loads((tmp_path / "data.json").read_text())["results"][0]["images_per_s"] > 0
+    assert over["sides"]["bare"]["images_per_s"]["median"] > 0
+    assert "overhead" in over["derived"] and len(over["pairs"]) == 2
+    assert json.loads((tmp_path / "data.json").read_text())["results"][0]["images_per_s"]["median"] > 0
 
 
-def test_detection_bench_writes_timings_and_checks(tmp_path: Path) -> None:
+def test_detection_bench_writes_timings_linearity_and_verdicts(tmp_path: Path) -> None:
     main(["--quick", "--only", "detection,proposals", "--out", str(tmp_path)])
     det = json.loads((tmp_path / "detection.json").read_text())
     assert set(det["methods"]) == {"spp_1scale", "spp_5scale", "rcnn"}
     for t in det["methods"].values():
         assert t["conv_s"] > 0 and t["fc_s"] > 0 and t["total_s"] > t["conv_s"]
-    assert set(det["checks"]) == set(det["meets"]) == set(det["targets"])
-    assert json.loads((tmp_path / "proposals.json").read_text())["images_per_s_per_core"] > 0
-    assert "SPP-net vs R-CNN" in (tmp_path / "summary.md").read_text()
+    assert {p for pair in det["pairs"] for p in pair} == {"spp_1scale", "spp_5scale", "rcnn"}
+    assert set(det["targets"]) <= set(det["derived"])
+    assert all("verdict" in det["derived"][k] for k in det["targets"])
+    lin = det["rcnn_linearity"]
+    assert [r["windows"] for r in lin["per_window_s"]] == lin["counts"] and "linear" in lin
+    assert json.loads((tmp_path / "proposals.json").read_text())["images_per_s_per_core"]["median"] > 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "SPP-net vs R-CNN" in text and "fixed subset" in text
+
+
+def test_published_figures_are_what_the_readmes_quote() -> None:
+    """The README blocks are rendered from the committed bench JSON, never edited by hand."""
+    results = read_run(REPO / PUBLISHED)
+    expected = readme_blocks(results)
+    seen = {}
+    for rel in QUOTING:
+        seen.update(current_blocks((REPO / rel).read_text()))
+    assert set(seen) == set(expected), "every README bench block is one the publisher writes"
+    for name, body in seen.items():
+        assert body == expected[name], f"README block {name!r} differs from {PUBLISHED}: run `make bench-publish`"
+
+
+def test_publish_rewrites_the_marked_blocks_and_compare_shows_both_runs(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    for rel in QUOTING:
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text("intro\n<!-- bench:bench:begin -->\nold\n<!-- bench:bench:end -->\noutro\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(REPO / PUBLISHED, run / "all.json")
+    changed = publish(REPO / PUBLISHED, repo)
+    assert changed == [f"{rel}:bench" for rel in QUOTING]
+    text = (repo / QUOTING[0]).read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert json.loads((repo / PUBLISHED).read_text())["meta"] == read_run(REPO / PUBLISHED)["meta"]
+    table = compare_markdown(read_run(REPO / PUBLISHED), read_run(REPO / PUBLISHED))
+    assert "| intervals overlap |" in table and "**no**" not in table

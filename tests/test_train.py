@@ -10,8 +10,8 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from sppnet_exp.train import train
 from sppnet_exp.training import SizeSchedule
+from sppnet_exp.training.task import train
 from tests.test_configs import EXPERIMENTS
 
 ONE_BATCH = [

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from sppnet_exp.config import fingerprint
 from sppnet_exp.detection.heads import FCHead
 from sppnet_exp.detection.inference import ImageDetections, detect_image, scores_for
 from sppnet_exp.detection.roidb import ImageWindows, build_windows
+from sppnet_exp.utils.dist import is_primary
 from sppnet_exp.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ ROW_SVM = {"ftfc7_bb": "ftfc7"}  # rows that reuse another row's SVM
 
 
 def ddp_child() -> bool:
-    """Whether this process is an extra DDP rank (started to share the conv5 extraction)."""
-    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or int(os.environ.get("NODE_RANK", "0") or 0) > 0
+    """Whether this process is an extra rank (DDP or SLURM task) started to share the conv5 extraction."""
+    return not is_primary()
 
 
 def resolve_device(cfg: DictConfig) -> torch.device:

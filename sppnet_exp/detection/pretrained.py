@@ -72,7 +72,7 @@ def load_pretrained(cfg: DictConfig, pretrained: DictConfig | None = None) -> tu
                 f"`python -m sppnet_exp.train {' '.join(_cli(tcfg))}` first or set pretrained.train_if_missing=true"
             )
         log.info(f"pretrained cell {tcfg.cell} (seed {pre.seed}) not found at {run_dir}: training it now")
-        from sppnet_exp.train import train
+        from sppnet_exp.training.task import train
 
         train(tcfg)
     info = {

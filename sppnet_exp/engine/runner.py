@@ -1,0 +1,44 @@
+"""The one task runner of ``train``, ``eval`` and ``detect`` (lightning-hydra-template's ``task_wrapper``).
+
+Every Hydra job goes through :func:`run_task`: the task runs inside
+:func:`~sppnet_exp.training.ddp.distributed_job` (the DDP environment and process group of one multirun job
+never leak into the next, so job 2 is not taken for a child rank), a crash is logged with the cell and run dir
+before it propagates, and the W&B run is closed whatever happens, so the jobs of a multirun never merge.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from omegaconf import DictConfig
+
+from sppnet_exp.training.ddp import distributed_job
+from sppnet_exp.training.wiring import finish_wandb
+
+log = logging.getLogger(__name__)
+
+__all__ = ["optimized_metric", "run_task"]
+
+
+def optimized_metric(results: Mapping[str, Any] | None, metric: str | None) -> float | None:
+    """``results["metrics"][a][b]`` for ``metric="a/b"`` (a test view or a detection row), else None."""
+    if not metric or not results:
+        return None
+    group, name = str(metric).split("/", 1)
+    value = results.get("metrics", {}).get(group, {}).get(name)
+    return None if value is None else float(value)
+
+
+def run_task(task: Callable[[DictConfig], Mapping[str, Any]], cfg: DictConfig) -> float | None:
+    """Run ``task(cfg)`` as one job; return the value of ``cfg.optimized_metric`` (for a sweeper)."""
+    try:
+        with distributed_job():
+            results = task(cfg)
+    except Exception:
+        log.exception(f"{cfg.get('task_name', 'task')} cell <{cfg.get('cell')}> failed; run dir {cfg.get('run_dir')}")
+        raise
+    finally:
+        finish_wandb()
+    return optimized_metric(results, cfg.get("optimized_metric"))
