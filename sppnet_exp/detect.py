@@ -1,6 +1,6 @@
 """Run one detection cell of Tables 9, 10 or 12: ``python -m sppnet_exp.detect experiment=table9/spp_1scale``.
 
-Methods (``detector.method``): ``spp`` and ``rcnn`` run the whole detector (:mod:`sppnet_exp.detection.pipeline`);
+Methods (``detector.method``): ``spp`` and ``rcnn`` run the whole detector (:mod:`sppnet_exp.detection.cells.pipeline`);
 ``combine`` merges two finished cells' detections by NMS (Table 12); ``timing`` measures conv / fc / total seconds
 per test image of SPP 1-scale, 5-scale and R-CNN in one run on one device. Each run writes ``results.json``
 (mAP per row in percent, the resolved config, seeds, versions) into its run dir; finished rows survive a kill.
@@ -73,11 +73,11 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
             previous = update_results(run_dir, {"tables": [*previous.get("tables", []), str(cfg.table)]})
         return previous
     L.seed_everything(int(cfg.seed), workers=True)
-    from sppnet_exp.detection.pipeline import ddp_child
+    from sppnet_exp.detection.cells.pipeline import ddp_child
 
     if ddp_child():  # an extra rank of the DDP-sharded conv5 extraction: it exits once its shard is written
-        from sppnet_exp.detection.pipeline import DetectionRun
-        from sppnet_exp.detection.pretrained import load_pretrained
+        from sppnet_exp.detection.cells.pipeline import DetectionRun
+        from sppnet_exp.detection.cells.pretrained import load_pretrained
 
         DetectionRun(cfg, load_pretrained(cfg)[0]).run()
         return {}
@@ -96,8 +96,8 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
             lg.log_metrics({f"{row}/{k}": v for k, v in row_metrics.items()})
 
     if method in ("spp", "rcnn"):
-        from sppnet_exp.detection.pipeline import DetectionRun
-        from sppnet_exp.detection.pretrained import load_pretrained
+        from sppnet_exp.detection.cells.pipeline import DetectionRun
+        from sppnet_exp.detection.cells.pretrained import load_pretrained
 
         net, pre_info = load_pretrained(cfg)
         info["pretrained"] = pre_info
@@ -107,7 +107,7 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
     elif method == "combine":
         info.update(_combine(cfg, on_row))
     else:
-        from sppnet_exp.detection.timing_task import run_timing
+        from sppnet_exp.detection.cells.timing import run_timing
 
         timing, timing_info = run_timing(cfg)
         metrics.update(timing)
@@ -141,13 +141,13 @@ def member_config(cfg: DictConfig, experiment: str) -> DictConfig:
 
 def _combine(cfg: DictConfig, on_row: Any) -> dict[str, Any]:
     """Table 12: NMS over the union of the member cells' detections of ``detector.row``."""
-    from sppnet_exp.detection.combine import combine_detections
-    from sppnet_exp.detection.detections import read_detections
+    from sppnet_exp.detection.evaluation.combine import combine_detections
+    from sppnet_exp.detection.structures.detections import read_detections
 
     det = cfg.detector
     if len(det.members) < 2:
         raise ValueError("detector.members must name at least two experiments (e.g. [table12/net1, table12/net2])")
-    from sppnet_exp.detection.pipeline import evaluate_and_save, setup_data
+    from sppnet_exp.detection.cells.pipeline import evaluate_and_save, setup_data
 
     row = str(det.row)
     sets, members = [], []

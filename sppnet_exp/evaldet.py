@@ -1,7 +1,8 @@
 """``sppnet-evaldet DATA_ROOT DETECTIONS``: VOC07 AP / mAP of a detections file (JSON Lines) on a dataset.
 
-The dataset is read by ``sppnet_exp.data.detection.load_split`` (VOC devkit or LabelImg layout); the evaluator is
-``sppnet_exp.detection.voc_eval`` (VOCevaldet semantics). Prints a per-class table (AP in percent) and the mAP;
+The dataset is read by ``sppnet_exp.data.detection.load_split`` (VOC devkit or LabelImg layout); the evaluator
+is ``sppnet_exp.detection.evaluation.voc_eval`` (VOCevaldet semantics). Prints a per-class table (AP in percent)
+and the mAP;
 ``--json OUT`` writes ``{"mAP": ..., "AP": {class: ...}}`` (fractions; ``null`` for a class without GT).
 User errors (missing files, unknown image ids or labels, malformed lines) exit with code 2 and a one-line message.
 """
@@ -16,8 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sppnet_exp.detection.detections import read_detections
-from sppnet_exp.detection.voc_eval import VOCResult, evaluate_detections
+from sppnet_exp.detection.evaluation.voc_eval import VOCResult, evaluate_detections
+from sppnet_exp.detection.structures.detections import read_detections
 from sppnet_exp.utils.io import atomic_write_json
 
 PROG = "sppnet-evaldet"

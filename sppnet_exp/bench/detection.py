@@ -2,7 +2,7 @@
 
 One backbone (ZF-5 at full width, random weights: timing does not depend on them), one 500x375-like generated
 scene with ``windows`` windows (VOC-like sizes, seeded), the same per-image code the timing cells run
-(:func:`~sppnet_exp.detection.timing.time_spp_image`, :func:`~sppnet_exp.detection.timing.time_rcnn_image`).
+(``time_spp_image`` and ``time_rcnn_image`` of :mod:`sppnet_exp.detection.evaluation.timing`).
 
 Pairs: each pair times SPP 1-scale and SPP 5-scale on all ``windows`` windows and R-CNN on a fixed subset of
 ``rcnn_windows`` of them, in alternating order (:mod:`.paired`); the figures are computed per pair and reported
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from sppnet_exp.bench.paired import Derived, median_interval, run_pairs
-from sppnet_exp.detection.heads import FCHead
-from sppnet_exp.detection.mapping import receptive_field
-from sppnet_exp.detection.rcnn import warp_windows
-from sppnet_exp.detection.timing import time_rcnn_image, time_spp_image
+from sppnet_exp.detection.evaluation.timing import time_rcnn_image, time_spp_image
+from sppnet_exp.detection.features.heads import FCHead
+from sppnet_exp.detection.features.mapping import receptive_field
+from sppnet_exp.detection.features.warping import warp_windows
 from sppnet_exp.models import build_model
 
 TARGETS = {"conv_speedup_1scale": 120.0, "conv_speedup_5scale": 20.0, "window_spp_frac": 0.10, "other_frac": 0.10}
@@ -183,7 +183,7 @@ def bench_proposals(short: int = 375, rounds: int = 5) -> dict[str, Any]:
     ``rounds`` rounds after a warm-up, with the median's interval; images/s per core."""
     import cv2
 
-    from sppnet_exp.detection.proposals import selective_search
+    from sppnet_exp.detection.proposals.selective_search import selective_search
 
     cv2.setNumThreads(1)
     img = scene(short).permute(1, 2, 0).numpy()
