@@ -28,6 +28,7 @@ from sppnet_exp.bench.paired import Derived, median_interval, run_pairs
 from sppnet_exp.detection.evaluation.timing import time_rcnn_image, time_spp_image
 from sppnet_exp.detection.features.heads import FCHead
 from sppnet_exp.detection.features.mapping import receptive_field
+from sppnet_exp.detection.features.pooling import PoolingSpec, WindowPooler
 from sppnet_exp.detection.features.warping import warp_windows
 from sppnet_exp.models import build_model
 
@@ -111,7 +112,8 @@ def bench_detection(
     size = net.input_size
 
     def spp(scales: tuple[int, ...]) -> Callable[[], dict[str, float]]:
-        return lambda: time_spp_image(net.features, head, img, boxes, scales, net.levels, geom, size)
+        pooler = WindowPooler(PoolingSpec(geom, tuple(net.levels), scales, target=size))
+        return lambda: time_spp_image(net.features, head, img, boxes, pooler)
 
     def rcnn_on(bx: np.ndarray) -> dict[str, float]:
         return time_rcnn_image(net, head, img, bx, lambda im, b: warp_windows(im, b, size, 16))

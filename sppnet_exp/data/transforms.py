@@ -57,8 +57,8 @@ def five_positions(height: int, width: int, crop: int) -> list[tuple[int, int]]:
 def normalize(img: torch.Tensor) -> torch.Tensor:
     """``uint8``/[0,255] or float [0,1] image(s) ``[...,3,H,W]`` → float normalised with ImageNet mean/std."""
     x = img.float() / 255.0 if img.dtype == torch.uint8 else img
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
     return (x - mean) / std
 
 

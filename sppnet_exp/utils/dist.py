@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["RankInfo", "is_primary", "rank_info"]
+__all__ = ["RankInfo", "current_rank", "is_primary", "rank_info"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,12 @@ def rank_info(env: Mapping[str, str] | None = None) -> RankInfo:
 def is_primary(env: Mapping[str, str] | None = None) -> bool:
     """Whether this process is global rank 0 (the one that runs everything after the sharded stages)."""
     return rank_info(env).is_primary
+
+
+def current_rank() -> int:
+    """This process's global rank: ``torch.distributed``'s once a process group is up, else the launcher's."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank())
+    return rank_info().rank

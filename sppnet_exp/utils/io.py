@@ -1,4 +1,5 @@
-"""Atomic text/JSON writes (temp file in the same directory, fsync, ``os.replace``) and checked JSON reads."""
+"""Atomic writes (text, JSON, bytes, ``.npy``, ``.npz``, ``torch.save``: temp file in the same directory, then
+``os.replace``) and checked JSON reads."""
 
 from __future__ import annotations
 
@@ -42,6 +43,25 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         pass
     finally:
         os.close(dir_fd)
+    return path
+
+
+def atomic_save_npy(path: str | os.PathLike[str], array: Any) -> Path:
+    """``np.save`` to a temp file beside ``path``, then ``os.replace``: readers (other processes included) never
+    see a partial array. The temp name starts with ``.`` and ends with ``.tmp``, so globs for ``*.npy`` skip it."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     return path
 
 

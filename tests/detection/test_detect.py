@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from sppnet_exp.config import config_dir
-from sppnet_exp.detect import detect
+from sppnet_exp.detection.cells.task import detect
 from tests.conftest import TINY
 
 ROWS = ["pool5", "fc6", "ftfc6", "ftfc7", "ftfc7_bb"]

@@ -1,4 +1,5 @@
-"""Conv cache via Lightning predict (round trip, resume), pooling from it, and the pool5 cache."""
+"""The conv5 cache via Lightning predict: round trip, resume after a kill, subsets of scales, flipped maps, errors,
+DDP sharding, and two processes filling one cache."""
 
 from __future__ import annotations
 
@@ -14,15 +15,8 @@ from PIL import Image
 
 from sppnet_exp.data.images import decode_file
 from sppnet_exp.data.transforms import normalize
-from sppnet_exp.detection.features.conv_cache import (
-    ConvCache,
-    ImageItems,
-    PooledCache,
-    SPPPooledSource,
-    build_conv_cache,
-)
-from sppnet_exp.detection.features.mapping import choose_scales, map_windows, receptive_field, resized_hw, scale_boxes
-from sppnet_exp.detection.features.window_spp import window_spp_reference
+from sppnet_exp.detection.features.conv_cache import ConvCache, ImageItems, build_conv_cache
+from sppnet_exp.detection.features.mapping import resized_hw
 from sppnet_exp.models import build_model
 
 SCALES = (64, 96, 128)
@@ -133,100 +127,28 @@ def test_conv_cache_errors(tmp_path: Path) -> None:
 
 def test_image_items_flip(images) -> None:
     image_id, path, _, _ = images[0]
-    idx, img = ImageItems([(image_id, path)], flip=True)[0]
+    idx, img = ImageItems([(image_id, path, True)])[0]
     assert idx == 0 and torch.equal(img, decode_file(path).flip(-1))
 
 
-def random_boxes(rng: np.random.Generator, k: int, w: int, h: int) -> np.ndarray:
-    x1, y1 = rng.uniform(1, w, k), rng.uniform(1, h, k)
-    x2, y2 = rng.uniform(x1, w), rng.uniform(y1, h)
-    boxes = np.stack([x1, y1, x2, y2], 1).round().astype(np.float32)
-    return np.concatenate([boxes, [[1, 1, w, h], [5, 5, 6, 6]]]).astype(np.float32)
-
-
-@pytest.mark.parametrize(("mapping_rule", "scale_rule"), [("paper", "paper"), ("receptive_field", "authors")])
-def test_pooled_source_equals_manual_pipeline(built: ConvCache, images, net, mapping_rule, scale_rule) -> None:
-    geom = receptive_field(net)
-    meta = [(i, w, h) for i, _, w, h in images]
-    source = SPPPooledSource(
-        built, meta, SCALES, geom, mapping_rule=mapping_rule, scale_rule=scale_rule, target=48, sz_conv=3
-    )
-    rng = np.random.default_rng(1)
-    for index, (image_id, w, h) in enumerate(meta):
-        boxes = random_boxes(rng, 30, w, h)
-        got = source(index, boxes)
-        assert got.dtype == torch.float32 and got.shape == (len(boxes), source.dim)
-        idx = choose_scales(boxes, w, h, SCALES, scale_rule, 48, geom.stride, 3)
-        assert len(set(idx.tolist())) > 1  # the test exercises several scales
-        keys = source.keys(index, boxes)
-        for k, box in enumerate(boxes):
-            scale = SCALES[idx[k]]
-            fmap = torch.from_numpy(np.array(built.get(image_id, scale))).float()
-            cells = map_windows(scale_boxes(box[None], min(w, h), scale), mapping_rule, geom, *fmap.shape[1:])
-            assert keys[k].tolist() == [idx[k], *cells[0].tolist()]
-            assert torch.equal(got[k], window_spp_reference(fmap, cells)[0])
-        fixed = source.pooled_at_scale(index, boxes, 1)
-        random_idx = rng.integers(0, len(SCALES), len(boxes))
-        mixed = source.pooled_at_scale(index, boxes, random_idx)
-        for k in range(len(boxes)):
-            assert torch.equal(fixed[k], source.pooled_at_scale(index, boxes[k : k + 1], np.array([1]))[0])
-            assert torch.equal(mixed[k], source.pooled_at_scale(index, boxes[k : k + 1], random_idx[k : k + 1])[0])
-        assert source(index, np.zeros((0, 4))).shape == (0, source.dim)
-
-
-def test_pooled_source_fp16_and_bad_scale(built: ConvCache, images, net) -> None:
-    geom = receptive_field(net)
-    meta = [(i, w, h) for i, _, w, h in images]
-    boxes = random_boxes(np.random.default_rng(2), 10, 80, 60)
-    half = SPPPooledSource(built, meta, SCALES[:2], geom, dtype=torch.float16)(0, boxes)
-    full = SPPPooledSource(built, meta, SCALES[:2], geom)(0, boxes)
-    assert half.dtype == torch.float16 and torch.equal(half.float(), full)
-    reuse = SPPPooledSource(built, meta, SCALES, geom, reuse_out=True)
-    first = reuse(0, boxes)
-    assert torch.equal(first, SPPPooledSource(built, meta, SCALES, geom)(0, boxes))
-    second = reuse(1, boxes[:4])
-    assert second.data_ptr() == first.data_ptr()  # one buffer, overwritten by the next call
-    assert torch.equal(second, SPPPooledSource(built, meta, SCALES, geom)(1, boxes[:4]))
-    with pytest.raises(ValueError, match="not in the conv cache"):
-        SPPPooledSource(built, meta, (64, 200), geom)
-    with pytest.raises(ValueError, match="scale indices"):
-        SPPPooledSource(built, meta, SCALES, geom).pooled_at_scale(0, boxes, 3)
-
-
-def test_pooled_cache_round_trip_and_resume(tmp_path: Path, built: ConvCache, images, net) -> None:
-    meta = [(i, w, h) for i, _, w, h in images]
-    source = SPPPooledSource(built, meta, SCALES, receptive_field(net))
-    rng = np.random.default_rng(3)
-    boxes = [random_boxes(rng, 5 + 3 * i, w, h) for i, (_, w, h) in enumerate(meta)]
-    calls: list[int] = []
-
-    def pool(i: int) -> torch.Tensor:
-        calls.append(i)
-        return source(i, boxes[i])
-
-    cache = PooledCache(tmp_path / "pool5")
-    ids = [m[0] for m in meta]
-    stats = cache.build(3, ids, pool, progress=False)
-    assert (stats["computed"], stats["reused"], stats["dim"]) == (3, 0, source.dim)
-    manifest = PooledCache(tmp_path / "pool5").manifest()
-    assert (manifest["dim"], manifest["count"], manifest["rows"]) == (source.dim, 3, sum(len(b) for b in boxes))
-    reader = PooledCache(tmp_path / "pool5")
-    for i, image_id in enumerate(ids):
-        expected = source(i, boxes[i]).half().numpy()
-        assert np.array_equal(reader.get(i), expected) and np.array_equal(reader.get(image_id), expected)
-        assert isinstance(reader.get(i), np.memmap)
-    # Simulated kill: one file gone, a temp file left behind -> only that image is recomputed.
-    cache.path("b").unlink()
-    (cache.root / ".b.npy.x1y2.tmp").write_bytes(b"partial")
-    calls.clear()
-    stats = cache.build(3, ids, pool, progress=False)
-    assert calls == [1] and (stats["computed"], stats["reused"]) == (1, 2)
-    with pytest.raises(ValueError, match="width"):
-        PooledCache(tmp_path / "pool5").build(1, ["z"], lambda i: torch.zeros(2, 7), progress=False)
-    with pytest.raises(IndexError):
-        reader.get(5)
-    with pytest.raises(ValueError, match="image ids"):
-        cache.build(2, ids, pool, progress=False)
+def test_flipped_maps_are_the_mirrored_images(tmp_path: Path, images, net) -> None:
+    """Maps of the mirrored image sit beside the others (``s<scale>_flip/``) and equal the trunk on the flip."""
+    cache = ConvCache(tmp_path, SCALES[:2], "flip")
+    items = [(i, p) for i, p, _, _ in images[:2]]
+    stats = build_conv_cache(cache, items, net, trainer_kwargs=CPU, flip=(False, True))
+    assert stats["computed"] == 4
+    assert cache.path("a", 64, flip=True) == cache.dir / "s64_flip" / "a.npy"
+    for image_id, path, _, _ in images[:2]:
+        img = decode_file(path).flip(-1)
+        x = F.interpolate(normalize(img)[None], size=resized_hw(*img.shape[-2:], 64), mode="bilinear")
+        with torch.no_grad():
+            ref = net(x)[0].numpy()
+        np.testing.assert_allclose(cache.get(image_id, 64, flip=True).astype(np.float32), ref, rtol=2e-3, atol=2e-3)
+        assert not np.array_equal(cache.get(image_id, 64, flip=True), cache.get(image_id, 64))
+    # only the flipped maps of one image are missing: only they are computed
+    cache.path("b", 96, flip=True).unlink()
+    again = build_conv_cache(cache, [("b", images[1][1], True), ("a", images[0][1], False)], net, trainer_kwargs=CPU)
+    assert (again["computed"], again["reused"]) == (1, 1)
 
 
 def test_temp_files_never_count(tmp_path: Path) -> None:
@@ -253,27 +175,60 @@ def test_conv_cache_ddp_shards_on_cpu(tmp_path: Path, images, net) -> None:
     np.testing.assert_allclose(cache.get("b", SCALES[0]).astype(np.float32), ref, rtol=2e-3, atol=2e-3)
 
 
-@pytest.mark.data
-def test_conv_cache_on_real_images(shared_data: Path, tmp_path: Path, net) -> None:
-    """Two BCCD photos (640x480): every scale is stored with the trunk's map size and pools like the reference."""
-    folder = shared_data / "bccd" / "BCCD" / "JPEGImages"
-    paths = sorted(folder.glob("*.jpg"))[:2]
-    if len(paths) < 2:
-        pytest.skip(f"no BCCD images in {folder}")
-    cache = ConvCache(tmp_path, (96, 160), "real")
-    build_conv_cache(cache, [(p.stem, p) for p in paths], net, trainer_kwargs=CPU)
-    model = build_model("zf5", width=0.125)
-    meta = []
-    for p in paths:
-        h, w = decode_file(p).shape[-2:]
-        meta.append((p.stem, w, h))
-        for scale in (96, 160):
-            assert cache.get(p.stem, scale).shape[1:] == model.feature_map_size(*resized_hw(h, w, scale))
-    source = SPPPooledSource(cache, meta, (96, 160), receptive_field(net), target=96)
-    boxes = random_boxes(np.random.default_rng(4), 20, meta[0][1], meta[0][2])
-    cells = source.cells(0, boxes)
-    idx = source.choose(0, boxes)
-    got = source(0, boxes)
-    for k in range(len(boxes)):
-        fmap = torch.from_numpy(np.array(cache.get(meta[0][0], (96, 160)[idx[k]]))).float()
-        assert torch.equal(got[k], window_spp_reference(fmap, cells[k : k + 1])[0])
+class SlowTrunk(torch.nn.Module):
+    """The tiny ZF-5 trunk, 0.3 s slower per image: two builders are sure to overlap in time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner = build_model("zf5", width=0.125).features.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        time.sleep(0.3)
+        return self.inner(x)
+
+
+def _build_shared(root: str, items: list[tuple[str, str]], out: str) -> None:
+    """One of two processes filling the same cache folder (run by multiprocessing)."""
+    import json
+
+    torch.set_num_threads(1)
+    stats = build_conv_cache(ConvCache(root, (64,), "shared"), items, SlowTrunk(), trainer_kwargs=CPU)
+    Path(out).write_text(json.dumps(stats))
+
+
+def test_two_processes_share_one_cache(tmp_path: Path) -> None:
+    """Two builders of the same entries split them through claims: every map is written once, none is partial."""
+    import json
+    import multiprocessing as mp
+
+    rng = np.random.default_rng(5)
+    items = []
+    for k in range(8):
+        path = tmp_path / f"im{k}.png"
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
+        items.append((f"im{k}", str(path)))
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=_build_shared, args=(str(tmp_path / "cache"), items, str(tmp_path / f"stats{j}.json")))
+        for j in range(2)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+    stats = [json.loads((tmp_path / f"stats{j}.json").read_text()) for j in range(2)]
+    assert sum(s["computed"] for s in stats) == len(items), stats  # no entry computed twice
+    assert all(s["computed"] > 0 for s in stats), stats  # both did part of the work
+    cache = ConvCache(tmp_path / "cache", (64,), "shared")
+    assert cache.missing([i for i, _ in items]) == []
+    assert not list((cache.dir / "s64").glob("*.claim")) and not list((cache.dir / "s64").glob("*.tmp"))
+    ref = SlowTrunk().inner
+    for image_id, path in items[:2]:
+        img = decode_file(Path(path))
+        x = F.interpolate(normalize(img)[None], size=resized_hw(*img.shape[-2:], 64), mode="bilinear")
+        with torch.no_grad():
+            np.testing.assert_allclose(cache.get(image_id, 64).astype(np.float32), ref(x)[0].numpy(), atol=2e-3)

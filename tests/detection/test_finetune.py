@@ -11,15 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from sppnet_exp.detection.features.heads import FCHead
-from sppnet_exp.detection.finetune.fc import (
-    AUTHORS_SCHEDULE,
-    PAPER_SCHEDULE,
-    FCFineTuner,
-    FineTuneWindows,
-    WindowSampler,
-    fit_finetuner,
-    lr_at,
-)
+from sppnet_exp.detection.finetune.batches import FineTuneWindows
+from sppnet_exp.detection.finetune.fc import AUTHORS_SCHEDULE, PAPER_SCHEDULE, FCFineTuner, fit_finetuner, lr_at
+from sppnet_exp.detection.finetune.sampling import WindowSampler
 from sppnet_exp.detection.structures.roidb import build_windows
 from sppnet_exp.models import build_model
 

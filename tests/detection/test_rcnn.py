@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from sppnet_exp.data.transforms import normalize
 from sppnet_exp.detection.features.rcnn_features import RCNNFeatures
 from sppnet_exp.detection.features.warping import warp_geometry, warp_windows
-from sppnet_exp.detection.finetune.rcnn import RCNNFineTuner, WarpedWindowDataset, finetune_rcnn
+from sppnet_exp.detection.finetune.rcnn import RCNNFineTuner, WarpedWindowDataset, finetune_rcnn, warp_batch
 from sppnet_exp.detection.structures.roidb import build_windows
 from sppnet_exp.models import build_model
 
@@ -185,15 +185,20 @@ def test_batch_composition_and_labels(scenes) -> None:
                 assert ov >= 0.5 and roidb[i].max_classes[k] == c
             else:
                 assert ov < 0.5
-    batch, labels = next(iter(ds))
+    batch, labels = _warped(ds)
     assert batch.shape == (128, 3, 32, 32) and labels.dtype == torch.int64 and (labels > 0).sum() == 32
+
+
+def _warped(ds: WarpedWindowDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first batch of ``ds``, warped as the fine-tuning module does after the device transfer."""
+    return warp_batch(next(iter(ds)), ds.size, ds.padding, ds.geometry)
 
 
 def test_flip_mirrors_windows(scenes) -> None:
     images, roidb = scenes
     kw = dict(size=32, padding=4, batch_size=16, images_per_batch=2, seed=1)
-    plain, _ = next(iter(WarpedWindowDataset(roidb, images.__getitem__, flip=False, **kw)))
-    flipped, _ = next(iter(WarpedWindowDataset(roidb, images.__getitem__, flip=True, **kw)))
+    plain, _ = _warped(WarpedWindowDataset(roidb, images.__getitem__, flip=False, **kw))
+    flipped, _ = _warped(WarpedWindowDataset(roidb, images.__getitem__, flip=True, **kw))
     same = (plain == flipped).flatten(1).all(1)
     mirrored = (plain.flip(-1) == flipped).flatten(1).all(1)
     assert (same | mirrored).all() and mirrored.any() and same.any()
@@ -229,7 +234,7 @@ def test_finetune_reduces_loss(scenes) -> None:
     images, roidb = scenes
     torch.manual_seed(0)
     model = build_model("zf5", width=0.125, input_size=64)
-    held = next(iter(WarpedWindowDataset(roidb, images.__getitem__, size=64, batch_size=64, seed=99, flip=False)))
+    held = _warped(WarpedWindowDataset(roidb, images.__getitem__, size=64, batch_size=64, seed=99, flip=False))
     before = _eval_loss(RCNNFineTuner(copy.deepcopy(model), num_classes=2, seed=0).model, held)
     cfg = {"max_steps": 20, "batch_size": 32, "images_per_batch": 4, "lr": 0.01, "seed": 0}
     tuned = finetune_rcnn(model, roidb, images.__getitem__, num_classes=2, cfg=cfg)

@@ -50,8 +50,14 @@ def _from_checkpoint(path: Path) -> SPPNet:
     return net
 
 
-def load_pretrained(cfg: DictConfig, pretrained: DictConfig | None = None) -> tuple[SPPNet, dict[str, Any]]:
-    """Return the pretrained net (eval mode, CPU) and where it came from (for results.json)."""
+def load_pretrained(
+    cfg: DictConfig, pretrained: DictConfig | None = None, wait_s: float | None = None
+) -> tuple[SPPNet, dict[str, Any]]:
+    """Return the pretrained net (eval mode, CPU) and where it came from (for results.json).
+
+    ``wait_s``: instead of training a missing net, wait up to that long for another process (rank 0 of the
+    same job) to finish it — what the extra ranks of a distributed detection cell do.
+    """
     pre = pretrained if pretrained is not None else cfg.pretrained
     if pre.get("checkpoint"):
         path = Path(pre.checkpoint)
@@ -65,8 +71,10 @@ def load_pretrained(cfg: DictConfig, pretrained: DictConfig | None = None) -> tu
         from sppnet_exp.reporting.results import read_results
 
         finished = read_results(run_dir).get("status") == "finished"
+    if wait_s is not None and not (finished and ckpt.is_file()):
+        finished = _wait_finished(run_dir, ckpt, wait_s)
     if not (finished and ckpt.is_file()):
-        if not pre.get("train_if_missing", True):
+        if not pre.get("train_if_missing", True) or wait_s is not None:
             raise FileNotFoundError(
                 f"pretrained cell {tcfg.cell} (seed {pre.seed}) has no finished run at {run_dir}; run "
                 f"`python -m sppnet_exp.train {' '.join(_cli(tcfg))}` first or set pretrained.train_if_missing=true"
@@ -84,6 +92,22 @@ def load_pretrained(cfg: DictConfig, pretrained: DictConfig | None = None) -> tu
         "fingerprint": str(tcfg.fingerprint),
     }
     return _from_checkpoint(ckpt), info
+
+
+def _wait_finished(run_dir: Path, ckpt: Path, wait_s: float, poll_s: float = 10.0) -> bool:
+    """Poll until the run at ``run_dir`` is finished with its checkpoint, or ``wait_s`` has passed."""
+    import time
+
+    from sppnet_exp.reporting.results import read_results
+
+    start = time.monotonic()
+    log.info(f"waiting up to {wait_s:.0f} s for the pretrained net at {run_dir} (trained by rank 0)")
+    while time.monotonic() - start < wait_s:
+        done = (run_dir / "results.json").is_file() and ckpt.is_file()
+        if done and read_results(run_dir).get("status") == "finished":
+            return True
+        time.sleep(poll_s)
+    return False
 
 
 def _cli(tcfg: DictConfig) -> list[str]:

@@ -11,9 +11,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.config import config_dir
+from sppnet_exp.detection.cells.common import load_proposals, resolve_device, setup_data
+from sppnet_exp.detection.cells.pretrained import load_pretrained
 from sppnet_exp.detection.evaluation.timing import time_rcnn, time_spp, timing_table
 from sppnet_exp.detection.features.heads import FCHead
 from sppnet_exp.detection.features.mapping import receptive_field
+from sppnet_exp.detection.features.pooling import PoolingSpec, WindowPooler
+from sppnet_exp.detection.features.warping import warp_windows
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +31,6 @@ def _pretrained_group(name: str) -> DictConfig:
 
 def run_timing(cfg: DictConfig) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Time every method on the first ``scale.timing.images`` test images (+ warm-up) with their proposals."""
-    from sppnet_exp.detection.cells.pipeline import load_proposals, resolve_device, setup_data
-    from sppnet_exp.detection.cells.pretrained import load_pretrained
-    from sppnet_exp.detection.features.warping import warp_windows
 
     device = resolve_device(cfg)
     spp_net, spp_info = load_pretrained(cfg)
@@ -49,17 +50,11 @@ def run_timing(cfg: DictConfig) -> tuple[dict[str, dict[str, float]], dict[str, 
     results = {}
     torch.set_grad_enabled(False)
     for name, key in (("spp_1scale", "scales_1"), ("spp_5scale", "scales_5")):
+        spec = PoolingSpec(
+            geom, tuple(spp_net.levels), tuple(int(s) for s in cfg.scale[key]), target=int(cfg.scale.target_size)
+        )
         results[name] = time_spp(
-            spp_net.features,
-            head,
-            images,
-            boxes,
-            [int(s) for s in cfg.scale[key]],
-            tuple(spp_net.levels),
-            geom,
-            int(cfg.scale.target_size),
-            device=device,
-            warmup=warmup,
+            spp_net.features, head, images, boxes, WindowPooler(spec), device=device, warmup=warmup
         )
     size, padding = int(rcnn_net.input_size), int(cfg.scale.rcnn_padding)
     rcnn_key = f"rcnn_{rcnn_net.name}"

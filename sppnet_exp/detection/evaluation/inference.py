@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from sppnet_exp.detection.structures.boxes import clip_boxes, nms
+from sppnet_exp.detection.structures.detections import ImageDetections
 
 __all__ = ["ImageDetections", "detect_image"]
-
-
-@dataclass
-class ImageDetections:
-    """Detections of one image: per class index c (0-based), boxes (n,4) 1-based and scores (n,)."""
-
-    image_id: str
-    boxes: dict[int, np.ndarray]
-    scores: dict[int, np.ndarray]
 
 
 def detect_image(

@@ -7,7 +7,6 @@ excluded, as in the paper. Each phase is synchronised on CUDA; the first ``warmu
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -17,8 +16,9 @@ import torch.nn.functional as F
 
 from sppnet_exp.data.transforms import normalize
 from sppnet_exp.detection.features.heads import FCHead
-from sppnet_exp.detection.features.mapping import RFGeometry, choose_scales, map_windows, resized_hw, scale_boxes
-from sppnet_exp.detection.features.window_spp import window_spp
+from sppnet_exp.detection.features.mapping import resized_hw
+from sppnet_exp.detection.features.pooling import WindowPooler
+from sppnet_exp.utils.timing import synced_clock
 
 __all__ = ["MethodTiming", "time_rcnn", "time_rcnn_image", "time_spp", "time_spp_image", "timing_table"]
 
@@ -56,9 +56,7 @@ class _Clock:
         self.device = device
 
     def __call__(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        return synced_clock(self.device)
 
 
 @torch.no_grad()
@@ -67,41 +65,26 @@ def time_spp_image(
     head: FCHead,
     image: torch.Tensor,
     boxes: np.ndarray,
-    scales: Sequence[int],
-    levels: Sequence[int],
-    geom: RFGeometry,
-    target: int,
-    mapping_rule: str = "paper",
-    scale_rule: str = "paper",
+    pooler: WindowPooler,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """SPP-net on one image (uint8 [3,H,W]) and its windows (1-based boxes): ``conv_s`` (the trunk at every
-    scale), ``fc_s`` (fc6 + fc7 of every window), ``other_s`` (resizing + ``pool_s``: scale choice, window mapping
-    and pyramid pooling), ``windows``. ``features`` and ``head`` must already be on ``device`` in eval mode."""
+    scale of ``pooler.spec``), ``fc_s`` (fc6 + fc7 of every window), ``other_s`` (resizing + ``pool_s``: the one
+    pooling path, :class:`~sppnet_exp.detection.features.pooling.WindowPooler`), ``windows``. ``features`` and
+    ``head`` must already be on ``device`` in eval mode."""
     device = torch.device(device)
     clock = _Clock(device)
     h, w = image.shape[-2:]
     t0 = clock()
-    x = normalize(image).to(device)[None]
+    x = normalize(image.to(device))[None]
     resized = []
-    for s in scales:
+    for s in pooler.spec.scales:
         rh, rw = resized_hw(h, w, s)
         resized.append(F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=False))
     t1 = clock()
     maps = [features(r)[0] for r in resized]
     t2 = clock()
-    idx = choose_scales(boxes, w, h, scales, rule=scale_rule, target=target, stride=geom.stride)
-    pooled = None
-    for k, s in enumerate(scales):
-        sel = np.flatnonzero(idx == k)
-        if len(sel) == 0:
-            continue
-        fm = maps[k]
-        cells = map_windows(scale_boxes(boxes[sel], min(h, w), s), mapping_rule, geom, fm.shape[1], fm.shape[2])
-        p = window_spp(fm, torch.from_numpy(cells).to(device), levels)
-        if pooled is None:
-            pooled = torch.empty(len(boxes), p.shape[1], device=device, dtype=p.dtype)
-        pooled[torch.from_numpy(sel).to(device)] = p
+    pooled = pooler.pool(maps, boxes, w, h)
     t3 = clock()
     head.layer_features(pooled, "fc7")
     t4 = clock()
@@ -120,12 +103,7 @@ def time_spp(
     head: FCHead,
     images: Sequence[torch.Tensor],
     boxes: Sequence[np.ndarray],
-    scales: Sequence[int],
-    levels: Sequence[int],
-    geom: RFGeometry,
-    target: int,
-    mapping_rule: str = "paper",
-    scale_rule: str = "paper",
+    pooler: WindowPooler,
     device: torch.device | str = "cpu",
     warmup: int = 1,
 ) -> MethodTiming:
@@ -134,7 +112,7 @@ def time_spp(
     out = MethodTiming()
     features, head = features.to(device).eval(), head.to(device).eval()
     for n, (img, bx) in enumerate(zip(images, boxes, strict=True)):
-        t = time_spp_image(features, head, img, bx, scales, levels, geom, target, mapping_rule, scale_rule, device)
+        t = time_spp_image(features, head, img, bx, pooler, device)
         if n >= warmup:
             out.add(t)
     return out

@@ -19,6 +19,7 @@ warning is issued. A class with GT but no detections has AP 0. If every detectio
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from sppnet_exp.detection.structures.detections import Detections
+from sppnet_exp.detection.structures.detections import Detections, write_detections
 
 __all__ = ["GroundTruth", "VOCResult", "evaluate_detections", "voc_ap"]
 
@@ -238,3 +239,18 @@ def evaluate_detections(
             stacklevel=2,
         )
     return res
+
+
+def evaluate_and_write(
+    dets: Detections, gt: Any, classes: Sequence[str], path: str | os.PathLike[str]
+) -> dict[str, float]:
+    """Write ``dets`` as a detections file at ``path``, evaluate them with the VOC07 rules; ``{"mAP": .., "AP/<class>":
+    .., "detections": n}`` in percent (classes without non-difficult GT, AP NaN, are left out)."""
+    write_detections(path, dets)
+    res = evaluate_detections(dets, gt, list(classes))
+    metrics = {"mAP": round(100.0 * float(res.map), 3)}
+    for c, ap in res.ap.items():
+        if ap == ap:  # not NaN
+            metrics[f"AP/{c}"] = round(100.0 * float(ap), 3)
+    metrics["detections"] = float(len(dets.scores))
+    return metrics

@@ -116,8 +116,8 @@ def warp_geometry(
 def _prepare(image: Tensor, device: torch.device | str | None) -> Tensor:
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"warp: image must be [3, H, W], got shape {tuple(image.shape)}")
-    x = normalize(image.cpu()) if image.dtype == torch.uint8 else image.float()
-    return x.to(image.device if device is None else device)
+    x = image.to(image.device if device is None else device, non_blocking=True)
+    return normalize(x) if x.dtype == torch.uint8 else x.float()
 
 
 def warp_windows(

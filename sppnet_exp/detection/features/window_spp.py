@@ -152,6 +152,22 @@ class WindowSPP:
         """Pooled length for ``channels`` channels, ``channels * sum(n^2)``."""
         return channels * sum(n * n for n in self.levels)
 
+    def single(self, window: Tensor) -> Tensor:
+        """The pyramid of ONE window given as its own cells ``(C, h, w)``: the directly computed levels by
+        ``adaptive_max_pool2d`` (the authors' bins), the others grouped from them as in :meth:`__call__`; no
+        table is built (cheaper than the batched path for one or two windows on a map). Returns ``(D,)``."""
+        if window.dim() != 3 or min(window.shape[1:]) < 1:
+            raise ValueError(f"WindowSPP.single: window must be C x h x w with h, w >= 1, got {tuple(window.shape)}")
+        c = window.shape[0]
+        pooled: dict[int, Tensor] = {}
+        for n in self.direct:
+            pooled[n] = torch.nn.functional.adaptive_max_pool2d(window[None], n)[0]  # (C, n, n)
+        for n, parent in self.plan.items():
+            if parent != n:
+                g = parent // n
+                pooled[n] = pooled[parent].view(c, n, g, n, g).amax(dim=(2, 4))
+        return torch.cat([pooled[n].reshape(-1) for n in self.levels])
+
     def __call__(self, fmap: Tensor, cells: Tensor | np.ndarray, out: Tensor | None = None) -> Tensor:
         """See :func:`window_spp`."""
         c = _cells(fmap, cells)

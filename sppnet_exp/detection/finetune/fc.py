@@ -1,4 +1,4 @@
-"""Fine-tuning fc6, fc7 and a new (N+1)-way fc8 on cached pool5 features (paper §4.1; ``spp_finetune_voc.m``).
+"""Fine-tuning fc6, fc7 and a new (N+1)-way fc8 on pooled window features (paper §4.1; ``spp_finetune_voc.m``).
 
 Mini-batches hold 128 windows, 25% foreground (max IoU >= 0.5 with a GT, label = class of the best GT, GT rows
 included) and 75% background (max IoU in [0.1, 0.5), label 0), drawn across all training images. SGD with
@@ -10,8 +10,9 @@ Schedules (iteration, lr), both expressible with ``lr_steps``:
   ``max_iter`` is 200k and they keep the snapshot with the lowest error on VOC07 *test* windows, which we do not.
 ``caffe_bias=True`` applies the prototxts' bias rules (biases: lr x2, no weight decay on fc8's bias).
 
-Sampling differs from the authors' in one way: they draw each 500-iteration chunk from a random image subset (to
-bound disk reads); here fg and bg windows are drawn uniformly from all images (rows are read from memmaps).
+The batches come from a source (:mod:`.batches`): SPP-net's pools its windows on the fly from the conv5 cache
+as the authors do (chunks of iterations over random image subsets, a random scale per window, flipped images);
+precomputed rows (a per-window cache, the tests) draw fg and bg windows uniformly from all images.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +29,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
 from sppnet_exp.detection.features.heads import FCHead
+from sppnet_exp.detection.finetune.batches import CachedRows
+from sppnet_exp.detection.finetune.sampling import WindowSampler
 from sppnet_exp.detection.structures.roidb import ImageWindows
+from sppnet_exp.utils.trainer import QUIET, quiet_trainer
 
 __all__ = [
     "AUTHORS_SCHEDULE",
     "PAPER_SCHEDULE",
     "FCFineTuner",
-    "FineTuneWindows",
-    "WindowSampler",
     "finetune_fc",
     "fit_finetuner",
-    "gather_rows",
     "lr_at",
 ]
 
@@ -51,8 +52,6 @@ PAPER_SCHEDULE: list[tuple[int, float]] = [(0, 1e-4), (250_000, 1e-5)]
 PAPER_MAX_STEPS = 300_000
 AUTHORS_SCHEDULE: list[tuple[int, float]] = [(0, 1e-3), (30_000, 1e-4), (60_000, 1e-5)]
 AUTHORS_MAX_STEPS = 90_000
-
-PooledFn = Callable[[int], np.ndarray]
 
 
 def lr_at(step: int, lr_steps: Sequence[tuple[int, float]]) -> float:
@@ -73,148 +72,6 @@ def _check_steps(lr_steps: Sequence[Sequence[float]]) -> list[tuple[int, float]]
     if any(lr <= 0 for _, lr in steps):
         raise ValueError(f"lr_steps learning rates must be positive, got {lr_steps}")
     return steps
-
-
-class _Cycler:
-    """Endless draws from range(n): walk a seeded permutation, reshuffle when it runs out."""
-
-    def __init__(self, n: int, rng: np.random.Generator) -> None:
-        self.n, self.rng = n, rng
-        self.perm = rng.permutation(n)
-        self.pos = 0
-
-    def take(self, k: int) -> np.ndarray:
-        out = []
-        while k > 0:
-            if self.pos == self.n:
-                self.perm, self.pos = self.rng.permutation(self.n), 0
-            m = min(k, self.n - self.pos)
-            out.append(self.perm[self.pos : self.pos + m])
-            self.pos += m
-            k -= m
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-
-class WindowSampler:
-    """Foreground/background window pools over a roidb and seeded mini-batch draws.
-
-    Each batch takes ``round(fg_fraction * batch_size)`` fg windows (fewer when the whole pool is smaller, the rest
-    filled with bg) and bg for the remainder; with no bg at all the batch is all fg. Each pool is walked through a
-    random permutation, reshuffled when used up, so windows repeat only across cycles.
-    """
-
-    def __init__(
-        self,
-        roidb: Sequence[ImageWindows],
-        batch_size: int = 128,
-        fg_fraction: float = 0.25,
-        fg_thresh: float = 0.5,
-        bg_thresh: tuple[float, float] = (0.1, 0.5),
-        images: Sequence[int] | None = None,
-        seed: int = 0,
-    ) -> None:
-        if batch_size < 1 or not 0 <= fg_fraction <= 1:
-            raise ValueError(f"WindowSampler: bad batch_size {batch_size} or fg_fraction {fg_fraction}")
-        self.batch_size = batch_size
-        self.fg_per_batch = int(round(fg_fraction * batch_size))
-        fg_img, fg_row, fg_lab, bg_img, bg_row = [], [], [], [], []
-        for i in range(len(roidb)) if images is None else images:
-            w = roidb[i]
-            mo, mc = w.max_overlaps, w.max_classes
-            fg = np.flatnonzero(mo >= fg_thresh)
-            bg = np.flatnonzero((mo >= bg_thresh[0]) & (mo < bg_thresh[1]))
-            fg_img.append(np.full(len(fg), i, np.int64))
-            fg_row.append(fg)
-            fg_lab.append(mc[fg])
-            bg_img.append(np.full(len(bg), i, np.int64))
-            bg_row.append(bg)
-        cat = lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)  # noqa: E731
-        self.fg_img, self.fg_row, self.fg_label = cat(fg_img), cat(fg_row), cat(fg_lab)
-        self.bg_img, self.bg_row = cat(bg_img), cat(bg_row)
-        if len(self.fg_img) == 0 and len(self.bg_img) == 0:
-            raise ValueError("WindowSampler: no foreground or background windows in the roidb")
-        if len(self.fg_img) and self.fg_label.min() < 1:
-            raise ValueError("WindowSampler: a foreground window has no class (overlaps inconsistent)")
-        self.reseed(seed)
-
-    @property
-    def num_fg(self) -> int:
-        return len(self.fg_img)
-
-    @property
-    def num_bg(self) -> int:
-        return len(self.bg_img)
-
-    def reseed(self, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        self._fg = _Cycler(self.num_fg, rng) if self.num_fg else None
-        self._bg = _Cycler(self.num_bg, rng) if self.num_bg else None
-
-    def composition(self) -> tuple[int, int]:
-        """(fg, bg) windows per batch."""
-        if self.num_bg == 0:
-            return self.batch_size, 0
-        n_fg = min(self.fg_per_batch, self.num_fg)
-        return n_fg, self.batch_size - n_fg
-
-    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One batch: (image index, row index, label) arrays, fg first."""
-        n_fg, n_bg = self.composition()
-        f = self._fg.take(n_fg) if n_fg else np.zeros(0, np.int64)
-        b = self._bg.take(n_bg) if n_bg else np.zeros(0, np.int64)
-        img = np.concatenate([self.fg_img[f], self.bg_img[b]])
-        row = np.concatenate([self.fg_row[f], self.bg_row[b]])
-        lab = np.concatenate([self.fg_label[f], np.zeros(len(b), np.int64)])
-        return img, row, lab
-
-
-def gather_rows(pooled: PooledFn, img: np.ndarray, row: np.ndarray, sizes: Sequence[int] | None = None) -> np.ndarray:
-    """float32 (B, D) features of (image, row) pairs; each image is read once, rows in increasing order."""
-    out: np.ndarray | None = None
-    for i in np.unique(img):
-        pos = np.flatnonzero(img == i)
-        order = np.argsort(row[pos], kind="stable")
-        arr = pooled(int(i))
-        if sizes is not None and arr.shape[0] != sizes[i]:
-            raise ValueError(f"pooled({i}): {arr.shape[0]} rows, the roidb has {sizes[i]} windows")
-        vals = np.asarray(arr[row[pos][order]], dtype=np.float32)
-        if out is None:
-            out = np.empty((len(img), vals.shape[1]), dtype=np.float32)
-        out[pos[order]] = vals
-    return out if out is not None else np.zeros((0, 0), np.float32)
-
-
-class FineTuneWindows(IterableDataset):
-    """Endless (or ``steps``-long) stream of ``(features float32 (B, D), labels int64 (B,))`` batches.
-
-    Use with ``DataLoader(batch_size=None)``. Worker w of rank r draws with seed ``seed + 1000 r + w`` and gets
-    its share of ``steps``.
-    """
-
-    def __init__(
-        self,
-        roidb: Sequence[ImageWindows],
-        pooled: PooledFn,
-        sampler: WindowSampler,
-        steps: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.pooled, self.sampler, self.steps, self.seed = pooled, sampler, steps, seed
-        self.sizes = [len(w) for w in roidb]
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        info = get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        dist = torch.distributed
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        self.sampler.reseed(self.seed + 1000 * rank + wid)
-        n = None if self.steps is None else self.steps // nw + (1 if wid < self.steps % nw else 0)
-        done = 0
-        while n is None or done < n:
-            img, row, lab = self.sampler.sample()
-            x = gather_rows(self.pooled, img, row, self.sizes)
-            yield torch.from_numpy(x), torch.from_numpy(lab)
-            done += 1
 
 
 def _load_fc(layer: nn.Linear, src: nn.Linear | Mapping[str, Tensor], name: str) -> None:
@@ -364,7 +221,7 @@ def _finetune_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def fit_finetuner(
     roidb: Sequence[ImageWindows],
-    pooled: PooledFn,
+    source: Any,
     init_fc: nn.Module | Mapping[str, Tensor] | None,
     num_classes: int,
     cfg: Mapping[str, Any] | None = None,
@@ -373,6 +230,9 @@ def fit_finetuner(
 ) -> FCFineTuner:
     """Fine-tune with a Lightning Trainer and return the module (``.fc8``, ``.finetuned_head()``).
 
+    ``source`` makes the batches: a :class:`~.batches.PooledWindows` (SPP-net, pooled on the fly) or any object
+    with ``dim(roidb)`` and ``batches(roidb, images, sampler_kw, steps, seed, train)``; a plain callable
+    ``pooled(i) -> (K_i, D)`` is taken as precomputed rows (:class:`~.batches.CachedRows`).
     With ``ckpt_dir``, ``last.ckpt`` is saved there every ~5% of the steps and a killed run resumes from it.
 
     ``cfg`` keys (defaults in :data:`DEFAULTS`): fc_width (ignored when ``init_fc`` is given), dropout, lr,
@@ -384,7 +244,9 @@ def fit_finetuner(
     c = _finetune_cfg(cfg)
     if not roidb:
         raise ValueError("fit_finetuner: empty roidb")
-    in_dim = int(pooled(0).shape[1])
+    if callable(source) and not hasattr(source, "batches"):
+        source = CachedRows(source)
+    in_dim = int(source.dim(roidb))
     fc_width = int(c["fc_width"])
     if init_fc is not None:
         fc6 = init_fc.fc6.weight if isinstance(init_fc, nn.Module) else init_fc["fc6.weight"]
@@ -404,18 +266,15 @@ def fit_finetuner(
         train_sampler.composition(),
     )
     max_steps = int(c["max_steps"])
-    train_dl = DataLoader(
-        FineTuneWindows(roidb, pooled, train_sampler, steps=max_steps, seed=int(c["seed"])),
-        batch_size=None,
-        num_workers=int(c["num_workers"]),
-    )
+    workers = int(c["num_workers"])
+    loader_kw: dict[str, Any] = {"batch_size": None, "num_workers": workers}
+    if workers > 0:  # reads and pooling overlap the training step
+        loader_kw |= {"persistent_workers": True, "prefetch_factor": 4, "pin_memory": torch.cuda.is_available()}
+    train_dl = DataLoader(source.batches(roidb, train_imgs, sampler_kw, max_steps, int(c["seed"])), **loader_kw)
     val_dl = None
     if n_val:
-        val_sampler = WindowSampler(roidb, images=val_imgs, seed=int(c["seed"]) + 1, **sampler_kw)
-        val_dl = DataLoader(
-            FineTuneWindows(roidb, pooled, val_sampler, steps=int(c["val_batches"]), seed=int(c["seed"]) + 1),
-            batch_size=None,
-        )
+        val = source.batches(roidb, val_imgs, sampler_kw, int(c["val_batches"]), int(c["seed"]) + 1, train=False)
+        val_dl = DataLoader(val, batch_size=None)
     model = FCFineTuner(
         in_dim,
         fc_width,
@@ -428,14 +287,7 @@ def fit_finetuner(
         weight_decay=float(c["weight_decay"]),
         caffe_bias=bool(c["caffe_bias"]),
     )
-    kwargs: dict[str, Any] = {
-        "max_steps": max_steps,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-    }
+    kwargs: dict[str, Any] = {"max_steps": max_steps, **QUIET}
     if val_dl is not None:
         kwargs |= {"val_check_interval": min(int(c["val_every"]), max_steps), "check_val_every_n_epoch": None}
     else:
@@ -444,7 +296,7 @@ def fit_finetuner(
     ckpt_path = None
     if ckpt_dir is not None:
         kwargs, ckpt_path = with_step_checkpoints(kwargs, ckpt_dir, max_steps)
-    trainer = L.Trainer(**kwargs)
+    trainer = quiet_trainer(**kwargs)
     trainer.fit(model, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
     return model
 
@@ -465,7 +317,7 @@ def with_step_checkpoints(
 
 def finetune_fc(
     roidb: Sequence[ImageWindows],
-    pooled: PooledFn,
+    source: Any,
     init_fc: nn.Module | Mapping[str, Tensor] | None,
     num_classes: int,
     cfg: Mapping[str, Any] | None = None,
@@ -473,4 +325,4 @@ def finetune_fc(
     ckpt_dir: str | Path | None = None,
 ) -> FCHead:
     """Fine-tune (see :func:`fit_finetuner`) and return the tuned fc6/fc7 as an :class:`FCHead` on the CPU."""
-    return fit_finetuner(roidb, pooled, init_fc, num_classes, cfg, trainer_kwargs, ckpt_dir).finetuned_head().cpu()
+    return fit_finetuner(roidb, source, init_fc, num_classes, cfg, trainer_kwargs, ckpt_dir).finetuned_head().cpu()

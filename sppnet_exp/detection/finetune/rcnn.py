@@ -10,6 +10,10 @@ One deliberate change: R-CNN draws every window of a batch at random from all wi
 window decoding its image). Here a batch draws ``images_per_batch`` images at random (at least one with a
 foreground window) and samples its foreground and background windows, with replacement, from those images only,
 so a step decodes a few images instead of up to 128.
+
+The loader's workers decode those images and draw the windows (:class:`WarpedWindowDataset`); the warping — one
+batched ``roi_align`` per image — runs on the training device in the module's ``on_after_batch_transfer``
+(:func:`warp_batch`), so decoding overlaps the step and the step never waits on CPU warps.
 """
 
 from __future__ import annotations
@@ -29,8 +33,12 @@ from sppnet_exp.detection.features.warping import GEOMETRIES, warp_windows
 from sppnet_exp.detection.finetune.fc import merge_step_cfg, with_step_checkpoints
 from sppnet_exp.detection.structures.roidb import ImageWindows
 from sppnet_exp.models import SPPNet
+from sppnet_exp.utils.dist import current_rank
+from sppnet_exp.utils.trainer import QUIET, quiet_trainer
 
-__all__ = ["FINETUNE_DEFAULTS", "RCNNFineTuner", "WarpedWindowDataset", "finetune_rcnn"]
+__all__ = ["FINETUNE_DEFAULTS", "RCNNFineTuner", "WarpedWindowDataset", "finetune_rcnn", "warp_batch"]
+
+WindowBatch = tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor]  # images, slot, boxes, labels, mirror
 
 LR_MULTS = ("caffe", "none")
 
@@ -56,13 +64,10 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _rank() -> int:
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 class WarpedWindowDataset(IterableDataset):
-    """Endless (or ``num_batches``) mini-batches ``(images [B, 3, size, size] float, labels [B] int64)``.
+    """Endless (or ``num_batches``) mini-batches of windows to warp: ``(images, slot, boxes, labels, mirror)`` —
+    the batch's decoded uint8 images, each window's image slot (B,), 1-based boxes (B, 4) float64, labels (B,)
+    and mirror flags (B,); :func:`warp_batch` turns one into ``(windows [B, 3, size, size], labels)``.
 
     Foreground: windows with max IoU >= ``fg_thresh`` (label = class 1..N of the best GT); background: max IoU in
     ``[bg_thresh_lo, bg_thresh_hi)`` (label 0). ``round(batch_size * fg_fraction)`` foreground windows per batch
@@ -120,7 +125,7 @@ class WarpedWindowDataset(IterableDataset):
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, _rank(), worker]))
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, current_rank(), worker]))
         count = None if self.num_batches is None else len(range(worker, self.num_batches, workers))
         done = 0
         while count is None or done < count:
@@ -146,18 +151,40 @@ class WarpedWindowDataset(IterableDataset):
         owner, window, label = (np.array(col, dtype=np.int64) for col in zip(*chosen, strict=True))
         return owner, window, label
 
-    def sample(self, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
-        """One batch from :meth:`draw`: each image decoded once, its windows warped, then random mirrors."""
+    def sample(self, rng: np.random.Generator) -> WindowBatch:
+        """One batch from :meth:`draw`: each of its images decoded once, and the random mirror of each window."""
         owner, window, label = self.draw(rng)
-        images = torch.empty((len(owner), 3, self.size, self.size), dtype=torch.float32)
-        for i in np.unique(owner):
-            rows = np.flatnonzero(owner == i)
-            image = self.load_image(int(i))
-            images[rows] = warp_windows(image, self.boxes[i][window[rows]], self.size, self.padding, self.geometry)
-        if self.flip:
-            mirror = torch.from_numpy(rng.random(len(owner)) < 0.5)
-            images[mirror] = images[mirror].flip(-1)
-        return images, torch.from_numpy(label)
+        picked = np.unique(owner)
+        images = [self.load_image(int(i)) for i in picked]
+        slot = np.searchsorted(picked, owner)
+        boxes = np.stack([self.boxes[i][k] for i, k in zip(owner, window, strict=True)]).astype(np.float64)
+        mirror = rng.random(len(owner)) < 0.5 if self.flip else np.zeros(len(owner), dtype=bool)
+        return (
+            images,
+            torch.from_numpy(slot),
+            torch.from_numpy(boxes),
+            torch.from_numpy(label),
+            torch.from_numpy(mirror),
+        )
+
+    def warped(self, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+        """One batch, warped here (on the images' device)."""
+        return warp_batch(self.sample(rng), self.size, self.padding, self.geometry)
+
+
+def warp_batch(batch: WindowBatch, size: int, padding: int, geometry: str = "paper") -> tuple[Tensor, Tensor]:
+    """``(windows float [B, 3, size, size], labels)`` of a :class:`WarpedWindowDataset` batch, on the device its
+    images are on: each image's windows warped by one batched ``roi_align``, then the mirrored ones flipped."""
+    images, slot, boxes, labels, mirror = batch
+    out = torch.empty((len(labels), 3, size, size), dtype=torch.float32, device=labels.device)
+    slot_np, boxes_np = slot.cpu().numpy(), boxes.cpu().numpy()
+    for s, image in enumerate(images):
+        rows = np.flatnonzero(slot_np == s)
+        if len(rows):
+            out[torch.from_numpy(rows).to(out.device)] = warp_windows(image, boxes_np[rows], size, padding, geometry)
+    flip = mirror.to(out.device)
+    out[flip] = out[flip].flip(-1)
+    return out, labels
 
 
 class RCNNFineTuner(L.LightningModule):
@@ -174,6 +201,9 @@ class RCNNFineTuner(L.LightningModule):
         weight_decay: float = 5e-4,
         lr_mults: str = "caffe",
         seed: int = 0,
+        size: int | None = None,
+        padding: int = 16,
+        geometry: str = "paper",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -191,6 +221,13 @@ class RCNNFineTuner(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A batch of windows to warp (:class:`WarpedWindowDataset`) is warped here, on the training device."""
+        if isinstance(batch, list | tuple) and len(batch) == 5:
+            hp = self.hparams
+            return warp_batch(batch, int(hp.size or self.model.input_size), int(hp.padding), str(hp.geometry))
+        return batch
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
@@ -253,7 +290,11 @@ def finetune_rcnn(
         flip=c["flip"],
         geometry=c["geometry"],
     )
-    loader = DataLoader(dataset, batch_size=None, num_workers=int(c["num_workers"]))
+    workers = int(c["num_workers"])
+    loader_kw: dict[str, Any] = {"batch_size": None, "num_workers": workers}
+    if workers > 0:  # decoding overlaps the step
+        loader_kw |= {"persistent_workers": True, "prefetch_factor": 4, "pin_memory": torch.cuda.is_available()}
+    loader = DataLoader(dataset, **loader_kw)
     module = RCNNFineTuner(
         model,
         num_classes,
@@ -264,19 +305,19 @@ def finetune_rcnn(
         weight_decay=c["weight_decay"],
         lr_mults=c["lr_mults"],
         seed=c["seed"],
+        size=dataset.size,
+        padding=dataset.padding,
+        geometry=dataset.geometry,
     )
     kwargs: dict[str, Any] = {
         "max_steps": int(c["max_steps"]),
         "max_epochs": -1,
         "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
+        **QUIET,
         **dict(trainer_kwargs or {}),
     }
     ckpt_path = None
     if ckpt_dir is not None:
         kwargs, ckpt_path = with_step_checkpoints(kwargs, ckpt_dir, int(c["max_steps"]))
-    L.Trainer(**kwargs).fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+    quiet_trainer(**kwargs).fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     return module.model.cpu().eval()

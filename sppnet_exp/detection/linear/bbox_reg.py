@@ -24,12 +24,22 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from sppnet_exp.detection.features.windows import WindowFeatures
 from sppnet_exp.detection.linear.svm import _identity, _to_numpy, feature_scale
 from sppnet_exp.detection.structures.boxes import box_iou, decode_boxes, encode_boxes
 from sppnet_exp.detection.structures.roidb import ImageWindows
 from sppnet_exp.utils.io import atomic_savez
 
-__all__ = ["BoxRegressor", "collect_examples", "ridge_solve", "train_bbox_regressors", "whitening"]
+__all__ = [
+    "BoxRegressor",
+    "collect_examples",
+    "fit_regressors",
+    "ridge_fit",
+    "ridge_solve",
+    "train_bbox_regressors",
+    "train_bbox_regressors_streaming",
+    "whitening",
+]
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +189,87 @@ def collect_examples(
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(os_), np.concatenate(cs)
 
 
+def ridge_fit(
+    x: np.ndarray, y: np.ndarray, lam: float, device: str | torch.device = "cpu", chunk: int = 8192
+) -> tuple[np.ndarray, float]:
+    """Ridge on ``[x, 1]`` (the bias regularised too) in float64 without forming ``[x, 1]`` in float64: the
+    primal normal equations are accumulated ``chunk`` rows at a time (memory ``(D+1)^2``, on ``device``); with
+    fewer rows than columns the dual is solved. ``x`` may be float16 (a compact example store). Returns
+    ``(beta (D+1, k), mean squared residual / 2)``; equals :func:`ridge_solve` up to float rounding."""
+    n, d = x.shape[0], x.shape[1] + 1
+    dev = torch.device(device)
+    Y = torch.as_tensor(np.asarray(y, dtype=np.float64), device=dev)
+
+    def rows(s: int, e: int) -> torch.Tensor:
+        part = torch.as_tensor(np.asarray(x[s:e]), device=dev).double()
+        return torch.cat([part, torch.ones((e - s, 1), dtype=torch.float64, device=dev)], dim=1)
+
+    if n < d:
+        beta = torch.as_tensor(ridge_solve(rows(0, n).cpu().numpy(), y, lam, device), device=dev)
+    else:
+        G = lam * torch.eye(d, dtype=torch.float64, device=dev)
+        Aty = torch.zeros((d, Y.shape[1]), dtype=torch.float64, device=dev)
+        for s in range(0, n, chunk):
+            a = rows(s, min(n, s + chunk))
+            G.addmm_(a.T, a)
+            Aty.addmm_(a.T, Y[s : s + len(a)])
+        beta = torch.cholesky_solve(Aty, torch.linalg.cholesky(G))
+    sq = 0.0
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        sq += float(((rows(s, e) @ beta - Y[s:e]) ** 2).sum())
+    return beta.cpu().numpy(), 0.5 * sq / max(1, n * Y.shape[1])
+
+
+def fit_regressors(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    ov: np.ndarray,
+    cl: np.ndarray,
+    num_classes: int,
+    lam: float,
+    min_overlap: float,
+    scale: float,
+    device: str | torch.device = "cpu",
+    collected: np.ndarray | None = None,
+) -> BoxRegressor:
+    """Per class: whiten the targets of its examples (IoU > ``min_overlap``) and solve the ridge (:func:`ridge_fit`).
+
+    ``xs`` are the scaled pool5 rows (any float dtype), ``ys`` the targets, ``ov`` the IoU with the assigned GT,
+    ``cl`` its class 1..N; ``collected[c-1]`` the examples of class c with IoU >= ``min_overlap`` (for the stats).
+    """
+    t0 = time.perf_counter()
+    dim = xs.shape[1]
+    beta = np.zeros((num_classes, dim + 1, 4), dtype=np.float32)
+    mu = np.zeros((num_classes, 4))
+    T_inv = np.tile(np.eye(4), (num_classes, 1, 1))
+    trained = np.zeros(num_classes, dtype=bool)
+    per_class = []
+    for c in range(1, num_classes + 1):
+        idx = np.flatnonzero((ov > min_overlap) & (cl == c))
+        got = int(collected[c - 1]) if collected is not None else int((cl == c).sum())
+        entry = {"collected": got, "examples": len(idx), "loss": None}
+        if len(idx):
+            m, T, Ti = whitening(ys[idx])
+            yw = (ys[idx] - m) @ T
+            b, entry["loss"] = ridge_fit(xs[idx], yw, lam, device)
+            beta[c - 1], mu[c - 1], T_inv[c - 1], trained[c - 1] = b, m, Ti, True
+        per_class.append(entry)
+        log.info("bbox reg class %d: %d examples (%d collected)", c, entry["examples"], entry["collected"])
+    untrained = [c + 1 for c in range(num_classes) if not trained[c]]
+    stats = {
+        "classes": per_class,
+        "untrained": untrained,
+        "lambda": lam,
+        "min_overlap": min_overlap,
+        "examples_bytes": int(xs.nbytes),
+        "seconds": time.perf_counter() - t0,
+    }
+    if untrained:
+        log.warning("bbox reg: classes %s have no examples; their boxes are left unchanged", untrained)
+    return BoxRegressor(beta, mu, T_inv, trained, float(scale), stats)
+
+
 def train_bbox_regressors(
     roidb: Sequence[ImageWindows],
     features: Callable[[int], Tensor],
@@ -190,38 +281,59 @@ def train_bbox_regressors(
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> BoxRegressor:
-    """Train the per-class regressors. ``scale`` defaults to :func:`~.svm.feature_scale` of these features
-    (200 images x 200 windows, seed 3, norm 20), the regressor's own scale as in the authors' code."""
-    t0 = time.perf_counter()
+    """Train the per-class regressors on precomputed features (``features(i)``: all rows of image i). ``scale``
+    defaults to :func:`~.svm.feature_scale` of these features (200 images x 200 windows, seed 3, norm 20), the
+    regressor's own scale as in the authors' code."""
     if scale is None:
         scale = feature_scale(roidb, features, layer_fn)
     xs, ys, ov, cl = collect_examples(roidb, features, min_overlap, layer_fn, scale, progress)
-    dim = xs.shape[1] if len(xs) else int(features(0).shape[1]) if len(roidb) else 0
-    beta = np.zeros((num_classes, dim + 1, 4), dtype=np.float32)
-    mu = np.zeros((num_classes, 4))
-    T_inv = np.tile(np.eye(4), (num_classes, 1, 1))
-    trained = np.zeros(num_classes, dtype=bool)
-    per_class = []
-    for c in range(1, num_classes + 1):
-        idx = np.flatnonzero((ov > min_overlap) & (cl == c))
-        entry = {"collected": int((cl == c).sum()), "examples": len(idx), "loss": None}
-        if len(idx):
-            a = np.concatenate([xs[idx].astype(np.float64), np.ones((len(idx), 1))], axis=1)
-            m, T, Ti = whitening(ys[idx])
-            yw = (ys[idx] - m) @ T
-            b = ridge_solve(a, yw, lam, device)
-            beta[c - 1], mu[c - 1], T_inv[c - 1], trained[c - 1] = b, m, Ti, True
-            entry["loss"] = float(0.5 * ((a @ b - yw) ** 2).mean())
-        per_class.append(entry)
-        log.info("bbox reg class %d: %d examples (%d collected)", c, entry["examples"], entry["collected"])
-    untrained = [c + 1 for c in range(num_classes) if not trained[c]]
-    stats = {
-        "classes": per_class,
-        "untrained": untrained,
-        "lambda": lam,
-        "min_overlap": min_overlap,
-        "seconds": time.perf_counter() - t0,
-    }
-    if untrained:
-        log.warning("bbox reg: classes %s have no examples; their boxes are left unchanged", untrained)
-    return BoxRegressor(beta, mu, T_inv, trained, float(scale), stats)
+    if not len(xs):
+        xs = np.zeros((0, int(features(0).shape[1]) if len(roidb) else 0), np.float32)
+    return fit_regressors(xs, ys, ov, cl, num_classes, lam, min_overlap, float(scale), device)
+
+
+def train_bbox_regressors_streaming(
+    roidb: Sequence[ImageWindows],
+    features: WindowFeatures,
+    num_classes: int,
+    lam: float = 4000.0,
+    min_overlap: float = 0.5,
+    scale: float = 1.0,
+    store_dtype: str = "float32",
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> BoxRegressor:
+    """The same regressors from a streaming feature source: only the windows trained on (IoU with their
+    assigned GT > ``min_overlap``) are pooled and kept, as ``store_dtype`` rows (float16 halves the store: at
+    VOC07 size 150k-450k x 12,800 values); each class is then solved in bounded memory (:func:`ridge_fit`)."""
+    collected = np.zeros(num_classes, dtype=np.int64)
+    plans: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    for i, w in enumerate(roidb):
+        gt = w.is_gt
+        if not gt.any():
+            continue
+        sel = np.flatnonzero(w.max_overlaps >= min_overlap)
+        if not len(sel):
+            continue
+        iou = box_iou(w.boxes[sel], w.boxes[gt])
+        assign = iou.argmax(axis=1)
+        ov = iou[np.arange(len(sel)), assign]
+        cls = w.gt_classes[gt][assign]
+        np.add.at(collected, cls - 1, 1)
+        keep = ov > min_overlap
+        if keep.any():
+            plans[i] = (sel[keep], encode_boxes(w.boxes[sel[keep]], w.boxes[gt][assign[keep]]), ov[keep], cls[keep])
+    n = sum(len(p[0]) for p in plans.values())
+    dim = int(features.dim)
+    xs = np.empty((n, dim), dtype=np.dtype(store_dtype))
+    log.info("bbox reg: %d examples x %d, %.1f MB of %s", n, dim, xs.nbytes / 2**20, store_dtype)
+    pos = 0
+    stream = features.stream(list(plans), lambda i: plans[i][0])
+    for i, x in tqdm(stream, total=len(plans), desc="bbox examples", disable=not progress, leave=False):
+        k = len(plans[i][0])
+        xs[pos : pos + k] = _to_numpy(x) * np.float32(scale)
+        pos += k
+    ys = np.concatenate([p[1] for p in plans.values()]) if plans else np.zeros((0, 4))
+    ov = np.concatenate([p[2] for p in plans.values()]) if plans else np.zeros(0, np.float32)
+    cl = np.concatenate([p[3] for p in plans.values()]) if plans else np.zeros(0, np.int64)
+    return fit_regressors(xs, ys, ov, cl, num_classes, lam, min_overlap, float(scale), device, collected)

@@ -45,6 +45,8 @@ __all__ = [
     "feature_scale",
     "image_features",
     "prune_overlapping",
+    "scale_from_norms",
+    "scale_plan",
     "svm_objective",
     "train_svms",
 ]
@@ -60,7 +62,10 @@ class SVMConfig:
     """Constants of ``spp_train.m`` (identical to ``rcnn_train.m``) and the paper's 70% negative pruning.
 
     ``tol`` 0.1 is liblinear's default stopping tolerance for ``-s 3`` (what the authors ran; sklearn's own
-    default is 1e-4). ``hard_epochs`` > 1 repeats the mining pass (the authors use 1).
+    default is 1e-4). ``hard_epochs`` > 1 repeats the mining pass (the authors use 1). ``max_negatives`` bounds
+    each class's negative cache (None: unbounded, as the authors'): past it the easiest cached negatives (lowest
+    score under the current model) are dropped first and counted; ``cache_dtype`` "float16" halves its memory
+    (the liblinear fit still sees float64).
     """
 
     C: float = 1e-3
@@ -78,6 +83,8 @@ class SVMConfig:
     seed: int = 3
     max_iter: int = 10000
     tol: float = 0.1
+    max_negatives: int | None = None
+    cache_dtype: str = "float32"
 
 
 @dataclass
@@ -147,6 +154,33 @@ def image_features(
     return f * np.float32(scale) if scale != 1.0 else f
 
 
+def scale_plan(
+    roidb: Sequence[ImageWindows], n_images: int = 200, n_boxes: int = 200, seed: int = 3
+) -> list[tuple[int, np.ndarray]]:
+    """The windows :func:`feature_scale` measures: up to ``n_images`` random images x ``n_boxes`` random windows
+    each (GT rows included), as ``(image index, sorted row indices)`` (``spp_feature_stats.m``; numpy
+    ``default_rng(seed)`` replaces MATLAB's twister). It depends on the roidb's sizes only, so a streaming stage
+    can pool exactly these windows."""
+    rng = np.random.default_rng(seed)
+    plan = []
+    for i in rng.permutation(len(roidb))[: min(n_images, len(roidb))]:
+        k = len(roidb[i])
+        if k == 0:
+            continue
+        plan.append((int(i), np.sort(rng.permutation(k)[: min(n_boxes, k)])))
+    return plan
+
+
+def scale_from_norms(norms: Sequence[np.ndarray], target_norm: float = 20.0) -> float:
+    """``target_norm / mean L2 norm`` of the measured feature norms."""
+    if not len(norms):
+        raise ValueError("feature_scale: the roidb has no windows")
+    mean_norm = float(np.concatenate(list(norms)).mean())
+    if not np.isfinite(mean_norm) or mean_norm <= 0:
+        raise ValueError(f"feature_scale: mean feature norm is {mean_norm}; features are all zero or not finite")
+    return target_norm / mean_norm
+
+
 def feature_scale(
     roidb: Sequence[ImageWindows],
     features: FeatureFn,
@@ -156,26 +190,17 @@ def feature_scale(
     seed: int = 3,
     target_norm: float = 20.0,
 ) -> float:
-    """``target_norm / mean L2 norm`` over up to ``n_images`` random images x ``n_boxes`` random windows each
-    (GT rows included), as ``spp_feature_stats.m``; numpy ``default_rng(seed)`` replaces MATLAB's twister."""
-    rng = np.random.default_rng(seed)
+    """``target_norm / mean L2 norm`` of ``layer_fn(features(i))`` over the windows of :func:`scale_plan`."""
     norms = []
-    for i in rng.permutation(len(roidb))[: min(n_images, len(roidb))]:
-        k = len(roidb[i])
-        if k == 0:
-            continue
-        rows = np.sort(rng.permutation(k)[: min(n_boxes, k)])
-        x = features(int(i))
-        if x.shape[0] != k:
-            raise ValueError(f"features({i}) (image {roidb[i].image_id}): expected {k} rows, got {x.shape[0]}")
+    for i, rows in scale_plan(roidb, n_images, n_boxes, seed):
+        x = features(i)
+        if x.shape[0] != len(roidb[i]):
+            raise ValueError(
+                f"features({i}) (image {roidb[i].image_id}): expected {len(roidb[i])} rows, got {x.shape[0]}"
+            )
         f = (layer_fn or _identity)(torch.as_tensor(x)[torch.from_numpy(rows)])
         norms.append(np.linalg.norm(_to_numpy(f), axis=1))
-    if not norms:
-        raise ValueError("feature_scale: the roidb has no windows")
-    mean_norm = float(np.concatenate(norms).mean())
-    if not np.isfinite(mean_norm) or mean_norm <= 0:
-        raise ValueError(f"feature_scale: mean feature norm is {mean_norm}; features are all zero or not finite")
-    return target_norm / mean_norm
+    return scale_from_norms(norms, target_norm)
 
 
 def prune_overlapping(boxes: np.ndarray, candidates: np.ndarray, thresh: float) -> np.ndarray:
@@ -193,10 +218,11 @@ def prune_overlapping(boxes: np.ndarray, candidates: np.ndarray, thresh: float) 
 
 
 class _NegCache:
-    """Growable float32 feature rows + int64 keys (image << 32 | window) of one class's cached negatives."""
+    """Growable feature rows (float32 or float16) + int64 keys (image << 32 | window) of one class's cached
+    negatives. Its arrays shrink when eviction leaves them less than a quarter full (the memory is released)."""
 
-    def __init__(self, dim: int) -> None:
-        self._x = np.empty((0, dim), dtype=np.float32)
+    def __init__(self, dim: int, dtype: str = "float32") -> None:
+        self._x = np.empty((0, dim), dtype=np.dtype(dtype))
         self._keys = np.empty(0, dtype=np.int64)
         self.n = 0
 
@@ -212,7 +238,7 @@ class _NegCache:
         m = len(keys)
         if self.n + m > len(self._keys):
             cap = max(2 * len(self._keys), self.n + m, 256)
-            grown = np.empty((cap, self._x.shape[1]), dtype=np.float32)
+            grown = np.empty((cap, self._x.shape[1]), dtype=self._x.dtype)
             grown[: self.n] = self.x
             gkeys = np.empty(cap, dtype=np.int64)
             gkeys[: self.n] = self.keys
@@ -229,7 +255,14 @@ class _NegCache:
             self._x[: len(idx)] = self._x[idx]
             self._keys[: len(idx)] = self._keys[idx]
             self.n = len(idx)
+        if len(self._keys) > 1024 and self.n < len(self._keys) // 4:
+            cap = max(2 * self.n, 256)
+            self._x, self._keys = self._x[:cap].copy(), self._keys[:cap].copy()
         return dropped
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._x.nbytes + self._keys.nbytes)
 
 
 def _negative_candidates(
@@ -328,7 +361,7 @@ class HardNegativeMiner:
     def __init__(
         self,
         roidb: Sequence[ImageWindows],
-        features: FeatureFn,
+        features: FeatureFn | None,
         num_classes: int,
         cfg: SVMConfig | None = None,
         layer_fn: LayerFn | None = None,
@@ -359,23 +392,26 @@ class HardNegativeMiner:
                     f"roidb[{i}] (image {w.image_id}): overlaps have {w.overlaps.shape[1]} columns "
                     f"but train_svms was given {self.num_classes} classes"
                 )
-        self.pos = _collect_positives(
-            self.roidb, self.features, self.num_classes, self.layer_fn, self.scale, self.progress
+        self.set_positives(
+            _collect_positives(self.roidb, self.features, self.num_classes, self.layer_fn, self.scale, self.progress)
         )
-        dim = next((p.shape[1] for p in self.pos if p.shape[1]), None)
+
+    def set_positives(self, pos: Sequence[np.ndarray]) -> None:
+        """The scaled features of each class's GT boxes (class c -> ``pos[c - 1]``, (n_c, D)); sets up the caches."""
+        dim = next((p.shape[1] for p in pos if p.shape[1]), None)
         if dim is None:
             raise ValueError("train_svms: the roidb has no GT boxes (no positives for any class)")
-        self.pos = [p if p.shape[1] else np.zeros((0, dim), np.float32) for p in self.pos]
+        self.pos = [np.asarray(p, np.float32) if p.shape[1] else np.zeros((0, dim), np.float32) for p in pos]
         self.trainable = np.array([len(p) > 0 for p in self.pos])
         self.W = np.zeros((dim, self.num_classes), dtype=np.float32)
-        self.caches = [_NegCache(dim) for _ in range(self.num_classes)]
-        for s, p in zip(self.cls_stats, self.pos):
+        self.caches = [_NegCache(dim, self.cfg.cache_dtype) for _ in range(self.num_classes)]
+        for s, p in zip(self.cls_stats, self.pos, strict=True):
             s["pos"] = len(p)
 
     def retrain(self, c: int) -> None:
         """Fit class c (column c) on its positives and cached negatives, then evict easy negatives."""
         cfg, cache, xp = self.cfg, self.caches[c], self.pos[c]
-        xn = cache.x
+        xn = cache.x.astype(np.float32, copy=False)
         if len(xn) == 0:  # nothing to separate from yet: stays at w = 0, b = 0 (every negative is "hard")
             return
         w_c, b_c, ok = _fit(xp, xn, cfg)
@@ -399,8 +435,8 @@ class HardNegativeMiner:
             s["objective"],
         )
 
-    def process_image(self, i: int, epoch: int, first: bool, last: bool) -> None:
-        """Add image i's (hard) negatives to the caches and retrain the classes that are due."""
+    def candidates(self, i: int, epoch: int, count: bool = True) -> np.ndarray:
+        """(K, N) bool negative candidates of image i (after pruning); counted in the first pass (``count``)."""
         win, cfg = self.roidb[i], self.cfg
         keep = None
         if self.neg_keep is not None:
@@ -408,25 +444,62 @@ class HardNegativeMiner:
             if len(keep) != len(win):
                 raise ValueError(f"neg_keep({i}) (image {win.image_id}): {len(keep)} entries for {len(win)} rows")
         cand, pruned = _negative_candidates(win, cfg, keep, self.trainable)
-        if epoch == 0:
+        if epoch == 0 and count:
             self.totals["neg_candidates"] += int(cand.sum())
             self.totals["neg_pruned"] += pruned
-        if cand.any():
-            x = image_features(self.roidb, self.features, i, self.layer_fn, self.scale)
-            hard = cand if first else cand & (x @ self.W + self.b > cfg.hard_thresh)
-            for c in np.flatnonzero(hard.any(axis=0)):
-                rows = np.flatnonzero(hard[:, c])
-                keys = (np.int64(i) << 32) | rows.astype(np.int64)
-                if epoch > 0:  # in the first pass image i cannot be cached yet
-                    new = ~np.isin(keys, self.caches[c].keys)
-                    rows, keys = rows[new], keys[new]
-                self.caches[c].add(x[rows], keys)
-                self.added[c] += len(rows)
-                self.cls_stats[c]["hard_added"] += len(rows)
+        return cand
+
+    def add_negatives(self, i: int, x: np.ndarray, cand: np.ndarray, epoch: int, first: bool) -> None:
+        """Cache image i's hard negatives (``x``: its scaled features, (K, D) float32) and bound the caches."""
+        cfg = self.cfg
+        if x.ndim != 2 or x.shape[0] != len(self.roidb[i]):
+            raise ValueError(
+                f"features of image {self.roidb[i].image_id}: expected {len(self.roidb[i])} rows, got {x.shape}"
+            )
+        hard = cand if first else cand & (x @ self.W + self.b > cfg.hard_thresh)
+        for c in np.flatnonzero(hard.any(axis=0)):
+            rows = np.flatnonzero(hard[:, c])
+            keys = (np.int64(i) << 32) | rows.astype(np.int64)
+            if epoch > 0:  # in the first pass image i cannot be cached yet
+                new = ~np.isin(keys, self.caches[c].keys)
+                rows, keys = rows[new], keys[new]
+            self.caches[c].add(x[rows], keys)
+            self.added[c] += len(rows)
+            self.cls_stats[c]["hard_added"] += len(rows)
+            if cfg.max_negatives is not None and self.caches[c].n > cfg.max_negatives:
+                self._bound(c, cfg.max_negatives)
+
+    def _bound(self, c: int, limit: int) -> None:
+        """Keep the ``limit`` hardest cached negatives of class c (highest score; ties keep the earlier)."""
+        cache = self.caches[c]
+        z = cache.x.astype(np.float32, copy=False) @ self.W[:, c] + self.b[c]
+        order = np.argsort(-z, kind="stable")
+        mask = np.zeros(cache.n, dtype=bool)
+        mask[order[:limit]] = True
+        self.cls_stats[c]["bound_evicted"] = self.cls_stats[c].get("bound_evicted", 0) + cache.keep(mask)
+
+    def retrain_due(self, first: bool, last: bool) -> None:
+        """Retrain every class that is due (first image, more than ``retrain_limit`` added, last image)."""
+        cfg = self.cfg
         for c in np.flatnonzero(self.trainable):
             if first or self.added[c] > cfg.retrain_limit or last:
                 self.retrain(c)
                 self.added[c] = 0
+
+    def process_image(self, i: int, epoch: int, first: bool, last: bool, x: np.ndarray | None = None) -> None:
+        """Add image i's (hard) negatives to the caches and retrain the classes that are due; ``x`` (its scaled
+        features) is computed from ``features`` when not given, and only when it has negative candidates."""
+        cand = self.candidates(i, epoch)
+        if cand.any():
+            if x is None:
+                x = image_features(self.roidb, self.features, i, self.layer_fn, self.scale)
+            self.add_negatives(i, x, cand, epoch, first)
+        self.retrain_due(first, last)
+
+    @property
+    def cache_bytes(self) -> int:
+        """Memory held by the negative caches."""
+        return sum(c.nbytes for c in self.caches)
 
     def run(self) -> LinearDetector:
         t0 = time.perf_counter()
@@ -438,6 +511,11 @@ class HardNegativeMiner:
             for i in tqdm(range(n_img), desc=desc, disable=not self.progress):
                 self.process_image(i, epoch, first, last=epoch == cfg.hard_epochs - 1 and i == n_img - 1)
                 first = False
+        return self.finish(time.perf_counter() - t0)
+
+    def finish(self, seconds: float = 0.0) -> LinearDetector:
+        """The trained detector (after the last image) with per-class statistics."""
+        cfg = self.cfg
         b = self.b.copy()
         b[~self.trainable] = -np.inf  # no positives: never detect this class
         for c, s in enumerate(self.cls_stats):
@@ -457,7 +535,8 @@ class HardNegativeMiner:
             **self.totals,
             "classes": self.cls_stats,
             "untrained": untrained,
-            "seconds": time.perf_counter() - t0,
+            "seconds": seconds,
+            "cache_bytes": self.cache_bytes,
             "config": asdict(cfg),
         }
         return LinearDetector(self.W.copy(), b, self.scale, stats)

@@ -20,7 +20,14 @@ import numpy as np
 
 from sppnet_exp.utils.io import atomic_write_text
 
-__all__ = ["ClassDetections", "DetectionSet", "Detections", "read_detections", "write_detections"]
+__all__ = [
+    "ClassDetections",
+    "DetectionSet",
+    "Detections",
+    "ImageDetections",
+    "read_detections",
+    "write_detections",
+]
 
 _KEYS = ("image_id", "label", "score", "box")
 
@@ -31,6 +38,15 @@ class ClassDetections(NamedTuple):
     image_ids: np.ndarray  # (N,) str
     scores: np.ndarray  # (N,) float64
     boxes: np.ndarray  # (N, 4) float64
+
+
+@dataclass
+class ImageDetections:
+    """Detections of one image: per class index c (0-based), boxes (n, 4) 1-based and scores (n,)."""
+
+    image_id: str
+    boxes: dict[int, np.ndarray]
+    scores: dict[int, np.ndarray]
 
 
 def _few(items: Iterable[Any], n: int = 5) -> str:
@@ -68,6 +84,22 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    @classmethod
+    def from_images(cls, dets: Sequence[ImageDetections], classes: Sequence[str]) -> Detections:
+        """The flat container of per-image, per-class arrays (class index c -> ``classes[c]``), image by image."""
+        ids: list[str] = []
+        labels: list[str] = []
+        scores, boxes = [], []
+        for d in dets:
+            for c, b in d.boxes.items():
+                ids += [d.image_id] * len(b)
+                labels += [classes[c]] * len(b)
+                scores.append(d.scores[c])
+                boxes.append(b)
+        score_arr = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+        box_arr = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
+        return cls.from_arrays(ids, labels, score_arr, box_arr)
 
     @classmethod
     def empty(cls) -> Detections:

@@ -9,7 +9,7 @@ import numpy as np
 
 from sppnet_exp.detection.structures.boxes import box_iou
 
-__all__ = ["ImageWindows", "build_windows"]
+__all__ = ["ImageWindows", "build_windows", "proposal_windows"]
 
 
 class _Record(Protocol):
@@ -80,3 +80,12 @@ def build_windows(record: _Record, proposals: np.ndarray, num_classes: int) -> I
         for c in np.unique(labels):
             overlaps[:, c] = iou[:, labels == c].max(axis=1)
     return ImageWindows(record.image_id, int(record.width), int(record.height), boxes, gt_classes, difficult, overlaps)
+
+
+def proposal_windows(record: _Record, proposals: np.ndarray, num_classes: int) -> ImageWindows:
+    """Test windows: the proposals alone (GT boxes are never scored at test), with their overlaps."""
+    w = build_windows(record, proposals, num_classes)
+    keep = ~w.is_gt
+    return ImageWindows(
+        w.image_id, w.width, w.height, w.boxes[keep], w.gt_classes[keep], w.difficult[keep], w.overlaps[keep]
+    )

@@ -1,0 +1,146 @@
+"""What every detection cell reads from its Hydra config: the data and proposals, the device, Trainer settings,
+the cache identities. Cells are the only detection modules that read the config; the stages take typed values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sppnet_exp.config import fingerprint
+from sppnet_exp.detection.structures.roidb import ImageWindows, build_windows, proposal_windows
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CellData",
+    "data_tag",
+    "load_proposals",
+    "resolve_device",
+    "setup_cell_data",
+    "setup_data",
+    "trainer_kwargs",
+]
+
+
+def resolve_device(cfg: DictConfig) -> torch.device:
+    """CUDA when the trainer asks for a GPU (or auto and one is present), else CPU."""
+    acc = str(cfg.trainer.get("accelerator", "auto"))
+    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """Lightning Trainer arguments for fine-tuning (single device; the cfg's accelerator and precision)."""
+    t = cfg.trainer
+    return {
+        "accelerator": t.get("accelerator", "auto"),
+        "devices": 1,
+        "precision": t.get("precision", "32-true"),
+        "enable_progress_bar": bool(t.get("enable_progress_bar", True)) and bool(cfg.get("progress", True)),
+        "default_root_dir": str(cfg.run_dir),
+    }
+
+
+def conv_trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """Trainer arguments of the conv5 extraction: the cfg's devices and strategy (DDP shards the images)."""
+    t = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(t, dict)
+    keep = {k: t[k] for k in ("accelerator", "devices", "num_nodes", "precision") if k in t}
+    strategy = t.get("strategy")
+    if isinstance(strategy, dict) and "_target_" in strategy:
+        from hydra.utils import instantiate
+
+        keep["strategy"] = instantiate(strategy, _convert_="all")
+    elif strategy is not None:
+        keep["strategy"] = strategy
+    keep["enable_progress_bar"] = bool(cfg.get("progress", True))
+    return keep
+
+
+def setup_data(cfg: DictConfig) -> Any:
+    """The detection DataModule of ``cfg.data``, set up (splits loaded)."""
+    from sppnet_exp.training.wiring import build_datamodule
+
+    dm = build_datamodule(cfg)
+    dm.setup()
+    return dm
+
+
+def data_tag(cfg: DictConfig) -> str:
+    """Identity of the dataset (for caches keyed by image id)."""
+    d = cfg.data
+    return f"{d.name}-" + fingerprint(d.get("root"), d.get("gen"), d.get("classes"), d.get("max_images"))
+
+
+def load_proposals(cfg: DictConfig, split: Any) -> dict[str, np.ndarray]:
+    """The proposals of every image of ``split`` as ``cfg.proposals`` says (computed once and cached, or loaded)."""
+    from sppnet_exp.detection.proposals.sources import get_proposals
+
+    p = cfg.proposals
+    path = p.get("path")
+    if isinstance(path, DictConfig):
+        path = path.get(split.name)
+    return get_proposals(
+        split,
+        source=str(p.source),
+        path=path,
+        cache_root=Path(cfg.cache_dir) / "proposals" / data_tag(cfg),
+        mode=str(p.mode),
+        max_side=p.get("max_side"),
+        min_size=p.get("min_size") or 0,
+        max_proposals=p.get("max_proposals"),
+        workers=int(cfg.get("workers", 2)),
+        progress=bool(cfg.get("progress", True)),
+    )
+
+
+@dataclass
+class CellData:
+    """A cell's data: the DataModule's splits, class names and the roidbs (GT + proposals; test: proposals)."""
+
+    dm: Any
+    train: Any
+    test: Any
+    classes: list[str]
+    roidb_train: list[ImageWindows]
+    roidb_test: list[ImageWindows]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def setup_cell_data(cfg: DictConfig) -> CellData:
+    """Data, proposals (computed or loaded) and roidbs of a cell."""
+    dm = setup_data(cfg)
+    train, test = dm.train, dm.test
+    classes = list(dm.classes)
+    t = time.time()
+    props_train, props_test = load_proposals(cfg, train), load_proposals(cfg, test)
+    roidb_train = [build_windows(r, props_train[r.image_id], len(classes)) for r in train.records]
+    roidb_test = [proposal_windows(r, props_test[r.image_id], len(classes)) for r in test.records]
+    info = {
+        "data": {
+            "classes": classes,
+            "train_images": len(train),
+            "test_images": len(test),
+            "train_stats": dict(getattr(train, "stats", {})),
+            "test_stats": dict(getattr(test, "stats", {})),
+        },
+        "windows": {
+            "train_per_image": float(np.mean([len(w) for w in roidb_train])) if roidb_train else 0.0,
+            "test_per_image": float(np.mean([len(w) for w in roidb_test])) if roidb_test else 0.0,
+        },
+        "stages": {"proposals_s": round(time.time() - t, 1)},
+    }
+    return CellData(dm, train, test, classes, roidb_train, roidb_test, info)

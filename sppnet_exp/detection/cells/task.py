@@ -1,0 +1,135 @@
+"""The detection task: run (or resume, or skip) one cell of Tables 9, 10 or 12 and write its ``results.json``.
+
+Methods (``detector.method``): ``spp`` and ``rcnn`` run the whole detector (:mod:`.detector`); ``combine``
+merges two finished cells' detections by NMS (Table 12, :mod:`.combine`); ``timing`` measures conv / fc / total
+seconds per test image of SPP 1-scale, 5-scale and R-CNN in one run on one device (:mod:`.timing`). Each run
+writes ``results.json`` (mAP per row in percent, the resolved config, seeds, versions) into its run dir;
+finished rows survive a kill. ``python -m sppnet_exp.detect`` is the entry script that calls :func:`detect`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sppnet_exp.config import REPO_DIR
+from sppnet_exp.detection.cells.combine import combine_cell
+from sppnet_exp.detection.cells.detector import run_detector
+from sppnet_exp.detection.cells.pretrained import load_pretrained
+from sppnet_exp.detection.cells.timing import run_timing
+from sppnet_exp.reporting.results import make_payload, read_results, update_results, write_results
+from sppnet_exp.training.wiring import build_loggers
+from sppnet_exp.utils.dist import is_primary
+
+log = logging.getLogger(__name__)
+
+__all__ = ["METHODS", "detect"]
+
+METHODS = ("spp", "rcnn", "combine", "timing")
+
+
+def _payload(cfg: DictConfig, status: str, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """Identity and provenance of a detection run (the shared results.json schema, plus task and device)."""
+    tables = list((previous or {}).get("tables", []))
+    if cfg.get("table") and cfg.table not in tables:
+        tables.append(str(cfg.table))
+    payload = make_payload(
+        cell=str(cfg.cell),
+        model=str(cfg.pretrained.model),
+        mode=str(cfg.detector.method),
+        levels=None,
+        data=str(cfg.data.name),
+        data_root=cfg.data.get("root"),
+        scale=str(cfg.scale.name),
+        seed=int(cfg.seed),
+        fingerprint=str(cfg.fingerprint),
+        tables=tables,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        repo_dir=REPO_DIR,
+        status=status,
+    )
+    payload["host"]["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return {**payload, "task": "detect", "run_dir": str(cfg.run_dir)}
+
+
+def _done_rows(previous: dict[str, Any] | None, run_dir: Path) -> set[str]:
+    """Rows a previous (possibly killed) run finished: metrics recorded and detections file present."""
+    if not previous:
+        return set()
+    return {r for r in previous.get("metrics", {}) if (run_dir / f"detections_{r}.jsonl").is_file()}
+
+
+def detect(cfg: DictConfig) -> dict[str, Any]:
+    """Run (or resume, or skip) the detection cell ``cfg`` describes; return its results."""
+    method = str(cfg.detector.method)
+    if method not in METHODS:
+        raise ValueError(f"detector.method must be one of {METHODS}, got {method!r}")
+    run_dir = Path(cfg.run_dir)
+    previous = read_results(run_dir) if (run_dir / "results.json").is_file() else None
+    if cfg.skip_finished and previous is not None and previous.get("status") == "finished":
+        log.info(f"Skipping finished detection cell <{cfg.cell}>: {run_dir}")
+        if cfg.get("table") and cfg.table not in previous.get("tables", []):
+            previous = update_results(run_dir, {"tables": [*previous.get("tables", []), str(cfg.table)]})
+        return previous
+    L.seed_everything(int(cfg.seed), workers=True)
+    if not is_primary():
+        # An extra rank (DDP child, SLURM task > 0): only the sharded conv5 extraction runs here; it exits after
+        # its shard. No chance row, detections or results.json are written by it.
+        if method == "spp":
+            net = load_pretrained(cfg, wait_s=float(cfg.get("rank_wait_s", 86400)))[0]
+            run_detector(cfg, net, done_rows=_done_rows(previous, run_dir))
+        log.info(f"rank > 0: nothing of <{cfg.cell}> left for this process")
+        return {}
+    loggers = build_loggers(cfg)
+    base = _payload(cfg, "running", previous)
+    resumable = method in ("spp", "rcnn")
+    metrics: dict[str, dict[str, float]] = dict((previous or {}).get("metrics", {})) if resumable else {}
+    write_results(run_dir, {**base, "metrics": metrics, "detect": (previous or {}).get("detect", {})})
+    start = time.time()
+    info: dict[str, Any] = {}
+
+    def on_row(row: str, row_metrics: dict[str, float], run_info: dict[str, Any]) -> None:
+        metrics[row] = row_metrics
+        update_results(run_dir, {"metrics": {row: row_metrics}, "detect": run_info})
+        for lg in loggers:
+            lg.log_metrics({f"{row}/{k}": v for k, v in row_metrics.items()})
+
+    if method in ("spp", "rcnn"):
+        net, pre_info = load_pretrained(cfg)
+        info["pretrained"] = pre_info
+        info.update(run_detector(cfg, net, on_row=on_row, done_rows=_done_rows(previous, run_dir)))
+    elif method == "combine":
+        info.update(combine_cell(cfg, on_row))
+    else:
+        timing, timing_info = run_timing(cfg)
+        metrics.update(timing)
+        info.update(timing_info)
+        for lg in loggers:
+            lg.log_metrics({f"{m}/{k}": v for m, vals in timing.items() for k, v in vals.items()})
+    info["seconds"] = round(time.time() - start, 1)
+    payload = {**base, "status": "finished", "metrics": metrics, "detect": info}
+    write_results(run_dir, payload)
+    _log_wandb_table(loggers, metrics)
+    for lg in loggers:
+        lg.finalize("success")
+    log.info(f"<{cfg.cell}> results: " + ", ".join(f"{r}: {m.get('mAP', '')}" for r, m in metrics.items()))
+    return payload
+
+
+def _log_wandb_table(loggers: list[Any], metrics: dict[str, dict[str, float]]) -> None:
+    """Per-row mAP / per-class AP as a W&B table (when a W&B logger is active)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            classes = sorted({k[3:] for m in metrics.values() for k in m if k.startswith("AP/")})
+            cols = ["row", "mAP", *classes]
+            data = [[r, m.get("mAP", np.nan), *[m.get(f"AP/{c}", np.nan) for c in classes]] for r, m in metrics.items()]
+            lg.log_table(key="detection/AP", columns=cols, data=data)
