@@ -18,8 +18,9 @@ from sppnet_exp.detection.linear.bbox_reg import (
     train_bbox_regressors,
     train_bbox_regressors_streaming,
 )
+from sppnet_exp.detection.linear.hard_negatives import train_svms
 from sppnet_exp.detection.linear.mining import SVMRow, mine_svms, row_scales
-from sppnet_exp.detection.linear.svm import SVMConfig, feature_scale, train_svms
+from sppnet_exp.detection.linear.svm import SVMConfig, feature_scale
 
 
 def _head(dim: int) -> FCHead:

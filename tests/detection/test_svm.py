@@ -9,15 +9,8 @@ import pytest
 import torch
 from sklearn.svm import LinearSVC
 
-from sppnet_exp.detection.linear.svm import (
-    HardNegativeMiner,
-    LinearDetector,
-    SVMConfig,
-    _fit,
-    feature_scale,
-    prune_overlapping,
-    train_svms,
-)
+from sppnet_exp.detection.linear.hard_negatives import HardNegativeMiner, train_svms
+from sppnet_exp.detection.linear.svm import LinearDetector, SVMConfig, _fit, feature_scale, prune_overlapping
 from sppnet_exp.detection.structures.boxes import box_iou
 from sppnet_exp.detection.structures.roidb import build_windows
 

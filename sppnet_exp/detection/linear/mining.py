@@ -23,14 +23,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from sppnet_exp.detection.features.windows import WindowFeatures
-from sppnet_exp.detection.linear.svm import (
-    HardNegativeMiner,
-    LinearDetector,
-    SVMConfig,
-    _to_numpy,
-    scale_from_norms,
-    scale_plan,
-)
+from sppnet_exp.detection.linear.hard_negatives import HardNegativeMiner
+from sppnet_exp.detection.linear.svm import LinearDetector, SVMConfig, _to_numpy, scale_from_norms, scale_plan
 from sppnet_exp.detection.structures.roidb import ImageWindows
 
 __all__ = ["SVMRow", "mine_svms", "row_scales"]
