@@ -6,7 +6,9 @@ Every comparison runs its sides interleaved in paired rounds and reports per-pai
 - ``data``, ``train_overhead``, ``spp_head`` (:mod:`.training`): loader images/s, Lightning vs a bare loop,
   the SPP head vs the fixed pool5 head;
 - ``detection``, ``proposals`` (:mod:`.detection`): SPP-net 1-scale and 5-scale against R-CNN per image, and
-  selective search images/s per core.
+  selective search images/s per core;
+- ``paper_scale`` (:mod:`.paper_scale`): seconds, disk and memory per image of every detection stage at the
+  paper's geometry, extrapolated to VOC 2007 (``outputs/bench/paper_scale.json``).
 
 Each JSON holds the raw pairs, the machine (CPU model, cores, load average before and after), the pinned thread
 counts and the versions. ``--quick`` is a smoke run (few pairs, small images). Publishing a run into the READMEs:
@@ -30,7 +32,7 @@ from sppnet_exp.bench.summary import summary_markdown
 from sppnet_exp.config import config_dir
 from sppnet_exp.utils.io import atomic_write_json, atomic_write_text
 
-ALL = ("data", "train_overhead", "spp_head", "detection", "proposals")
+ALL = ("data", "train_overhead", "spp_head", "detection", "proposals", "paper_scale")
 
 # (full, quick) settings of each benchmark
 SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -54,6 +56,7 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         },
     ),
     "proposals": ({"short": 375, "rounds": 5}, {"short": 188, "rounds": 2}),
+    "paper_scale": ({}, {"short": 120, "windows": 100, "images": 1, "finetune_steps": 2, "chunk_images": 2}),
 }
 
 
@@ -89,6 +92,10 @@ def run_benchmarks(only: set[str], quick: bool, overrides: list[str]) -> dict[st
         results["detection"] = detection.bench_detection(**kw["detection"])
     if "proposals" in only:
         results["proposals"] = detection.bench_proposals(**kw["proposals"])
+    if "paper_scale" in only:
+        from sppnet_exp.bench.paper_scale import bench_paper_scale
+
+        results["paper_scale"] = bench_paper_scale(**kw["paper_scale"])
     meta["machine"]["load_after"] = load_average()
     meta["seconds"] = round(time.perf_counter() - t0, 1)
     return results

@@ -141,12 +141,40 @@ def _proposals(r: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _paper_scale(r: Mapping[str, Any]) -> list[str]:
+    d, st = r["voc07_disk_gb"], r["settings"]
+    lines = [
+        "## Detection at the paper's scale: per image, and VOC 2007 extrapolated",
+        "",
+        f"ZF-5 / AlexNet at full width (random weights), a {r['stages']['conv5_1scale'].get('image', '500x375')} "
+        f"scene, 2,000 windows, scales {st['scales_1']} and {st['scales_5']}; device {r['device']}, "
+        f"{r['threads']} threads. Each stage ran in its own process.",
+        "",
+        "| stage | s / image (this CPU) | disk / image (MB) | RSS measured (GB) | RSS at VOC07 (GB) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in r["stages"].items():
+        sec = s.get("s_per_image", s.get("s_per_batch"))
+        unit = " / batch" if "s_per_batch" in s else ""
+        disk = s.get("disk_bytes_per_image", s.get("chunk_bytes_per_image", 0)) / 1e6
+        lines.append(f"| {name} | {sec:.3f}{unit} | {disk:.2f} | {s['rss_gb']:.2f} | {s['voc07_rss_gb']:.2f} |")
+    lines += ["", "| VOC07 figure | value | target | |", "|---|---|---|---|"]
+    for key, target in r["targets"].items():
+        value = r["peak_rss_gb"] if key == "peak_rss_gb" else d[key.split(".")[1]]
+        lines.append(f"| {key} | {value:.1f} | <= {target:g} | {'meets' if r['meets'][key] else '**misses**'} |")
+    lines += ["", "VOC07 per-stage memory: " + ", ".join(f"{k} {v:.1f} GB" for k, v in r["voc07_rss_gb"].items()) + "."]
+    lines += ["", "Formulas: " + "; ".join(f"{k}: {v}" for k, v in r["formulas"].items()) + "."]
+    lines += ["", "Assumed: " + ", ".join(f"{k} = {v}" for k, v in r["assumed"].items()) + ".", ""]
+    return lines
+
+
 _SECTIONS = {
     "data": _data,
     "train_overhead": _overhead,
     "spp_head": _spp_head,
     "detection": _detection,
     "proposals": _proposals,
+    "paper_scale": _paper_scale,
 }
 
 

@@ -15,7 +15,6 @@ import logging
 import time
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
@@ -28,6 +27,7 @@ from sppnet_exp.models.net import NoSPPPool
 from sppnet_exp.training.classifier import SPPClassifier
 from sppnet_exp.training.task import model_kwargs
 from sppnet_exp.training.wiring import build_datamodule
+from sppnet_exp.utils.trainer import quiet_trainer
 
 OVERHEAD_TARGET = 0.05
 
@@ -90,18 +90,7 @@ def _lightning_round(cfg: DictConfig, batches: DataLoader, num_classes: int, ski
     torch.manual_seed(0)
     module = _module(cfg, num_classes)
     timer = _StepTimer(skip)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[timer],
-    )
+    trainer = quiet_trainer(accelerator="cpu", devices=1, max_epochs=1, limit_val_batches=0, callbacks=[timer])
     trainer.fit(module, train_dataloaders=batches)
     seconds = timer.t1 - timer.t0
     return {"seconds": seconds, "images": float(timer.images), "images_per_s": timer.images / seconds}

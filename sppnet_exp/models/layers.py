@@ -106,3 +106,19 @@ def scale_width(n: int, width: float) -> int:
     if width <= 0:
         raise ValueError(f"width must be positive, got {width}")
     return max(1, int(round(n * width)))
+
+
+def fc_block(in_dim: int, width: int, dropout: float = 0.5) -> nn.Sequential:
+    """fc6 -> ReLU -> dropout -> fc7 -> ReLU -> dropout (Table 1's fully connected layers; the prototxts' names)."""
+    from collections import OrderedDict
+
+    return nn.Sequential(
+        OrderedDict(
+            fc6=nn.Linear(in_dim, width),
+            relu6=nn.ReLU(inplace=True),
+            drop6=nn.Dropout(dropout),
+            fc7=nn.Linear(width, width),
+            relu7=nn.ReLU(inplace=True),
+            drop7=nn.Dropout(dropout),
+        )
+    )

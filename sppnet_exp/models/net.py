@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from sppnet_exp.models.backbones import BACKBONES, build_features, get_spec
-from sppnet_exp.models.layers import out_size, scale_width
+from sppnet_exp.models.layers import fc_block, out_size, scale_width
 from sppnet_exp.models.spp import SpatialPyramidPooling
 
 __all__ = ["HEADS", "INITS", "NoSPPPool", "SPPNet", "build_model", "list_models"]
@@ -87,16 +86,7 @@ class SPPNet(nn.Module):
             self.pool = NoSPPPool(map_size, self.input_size, mode=pool)
             self.levels = (6,)
         fc_width = scale_width(4096, width)
-        self.fc = nn.Sequential(
-            OrderedDict(
-                fc6=nn.Linear(self.pool.output_dim(self.out_channels), fc_width),
-                relu6=nn.ReLU(inplace=True),
-                drop6=nn.Dropout(dropout),
-                fc7=nn.Linear(fc_width, fc_width),
-                relu7=nn.ReLU(inplace=True),
-                drop7=nn.Dropout(dropout),
-            )
-        )
+        self.fc = fc_block(self.pool.output_dim(self.out_channels), fc_width, dropout)
         self.classifier = nn.Linear(fc_width, num_classes)
         self.reset_parameters(init)
 

@@ -53,4 +53,4 @@ def scene(tmp_path_factory: pytest.TempPathFactory, trunk: torch.nn.Module) -> S
     cache = ConvCache(root / "conv5", SCALES, "t")
     build_conv_cache(cache, items, trunk, trainer_kwargs=CPU, flip=(False, True))
     spec = PoolingSpec(receptive_field(trunk), (6, 3, 2, 1), SCALES, target=48)
-    return SimpleNamespace(cache=cache, roidb=roidb, spec=spec, records=records)
+    return SimpleNamespace(cache=cache, roidb=roidb, spec=spec, records=records, paths=dict(items))

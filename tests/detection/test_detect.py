@@ -173,8 +173,10 @@ def test_real_data_beats_chance(
 
 
 @pytest.mark.slow
-def test_conv5_extraction_shards_over_two_ddp_ranks(tmp_path: Path, data_dir: Path) -> None:
-    """trainer=ddp_cpu: the conv5 cache is written by two ranks; rank 1 then leaves, rank 0 finishes the cell."""
+def test_two_cell_multirun_with_two_ddp_ranks_each(tmp_path: Path, data_dir: Path) -> None:
+    """trainer=ddp_cpu inside a 2-job Hydra multirun: each cell's conv5 cache is written by two ranks, rank 1
+    leaves after its shard (no chance row, detections or results of its own), rank 0 finishes the cell; the
+    second job is not taken for a child rank of the first."""
     import subprocess
     import sys
 
@@ -183,20 +185,29 @@ def test_conv5_extraction_shards_over_two_ddp_ranks(tmp_path: Path, data_dir: Pa
         sys.executable,
         "-m",
         "sppnet_exp.detect",
-        "experiment=table9/spp_1scale",
+        "-m",
+        "experiment=table9/spp_1scale,table9/spp_5scale",
         *[o for o in TINY_DET if not o.startswith("trainer=")],
         *GEN,
         "trainer=ddp_cpu",
         "rows=[pool5]",
         f"paths.output_dir={tmp_path}/outputs",
         f"paths.data_dir={data_dir}",
+        f"hydra.sweep.dir={tmp_path}/multirun",
     ]
-    proc = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = list((tmp_path / "outputs" / "runs" / "spp_1scale").glob("*/results.json"))
-    assert len(results) == 1
-    r = json.loads(results[0].read_text())
-    assert r["status"] == "finished" and 0.0 <= r["metrics"]["pool5"]["mAP"] <= 100.0
-    conv = list((tmp_path / "outputs" / "cache" / "conv5").glob("*/s100/*.npy"))
-    assert len(conv) == 14 + 8  # every trainval and test image, each written once
-    assert "DDP rank > 0" in proc.stdout + proc.stderr
+    proc = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=1200)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    runs = tmp_path / "outputs" / "runs"
+    for cell, scales in (("spp_1scale", ["s100"]), ("spp_5scale", ["s80", "s100", "s130"])):
+        results = list((runs / cell).glob("*/results.json"))
+        assert len(results) == 1, (cell, results)  # one run dir per cell
+        r = json.loads(results[0].read_text())
+        assert r["status"] == "finished" and 0.0 <= r["metrics"]["pool5"]["mAP"] <= 100.0
+        assert sorted(p.name for p in results[0].parent.glob("detections_*.jsonl")) == [
+            "detections_chance.jsonl",
+            "detections_pool5.jsonl",
+        ]
+        for s in scales:
+            assert len(list((tmp_path / "outputs" / "cache" / "conv5").glob(f"*/{s}/*.npy"))) == 14 + 8
+    assert log.count("conv5 shard written, leaving the rest of the detector to rank 0") == 2  # one child per cell

@@ -52,7 +52,7 @@ def test_pooler_equals_crop_and_pyramid(scene: SimpleNamespace, trunk, mapping_r
 def test_direct_and_batched_paths_agree(scene: SimpleNamespace) -> None:
     """A few windows per map are pooled directly, many through the range-max table: the same numbers."""
     rng = np.random.default_rng(2)
-    table, direct = WindowPooler(scene.spec, direct_max=0), WindowPooler(scene.spec, direct_max=10**6)
+    table, direct = WindowPooler(scene.spec, path="table"), WindowPooler(scene.spec, path="direct")
     for rec in scene.records:
         maps = _maps(scene.cache, rec.image_id)
         boxes = random_boxes(rng, 50, rec.width, rec.height)

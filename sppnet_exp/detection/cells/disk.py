@@ -1,8 +1,8 @@
 """The disk a cell's caches will take, checked against the free space before the cell starts.
 
 Estimated from the images' sizes and the trunk's geometry without computing anything: a conv5 map at scale ``s``
-of an ``H x W`` image is ``C x h x w`` float16 (``h, w`` from :func:`~sppnet_exp.detection.features.mapping.
-conv_output_hw` on the resized image) plus its ``.npy`` header; maps already on disk count nothing. A window
+of an ``H x W`` image is ``C x h x w`` float16 (``h, w`` from the net's ``feature_map_size`` on the resized
+image) plus its ``.npy`` header; maps already on disk count nothing. A window
 cache holds ``windows x D`` float16 per image. The cell logs the estimate and refuses to start, naming the
 figure, the folder and the overrides, when the free space is smaller.
 """
@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from torch import nn
-
 from sppnet_exp.detection.features.conv_cache import ConvCache
-from sppnet_exp.detection.features.mapping import conv_output_hw, resized_hw
+from sppnet_exp.detection.features.mapping import resized_hw
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +31,19 @@ class DiskSpaceError(OSError):
 def conv5_bytes(
     cache: ConvCache,
     images: Sequence[tuple[str, int, int]],
-    features: nn.Module,
+    map_size: Callable[[int, int], tuple[int, int]],
     channels: int,
     scales: Sequence[int],
     flip: bool = False,
 ) -> int:
-    """Bytes the missing maps of ``images`` (``(image_id, width, height)``) at ``scales`` will take."""
+    """Bytes the missing maps of ``images`` (``(image_id, width, height)``) at ``scales`` will take;
+    ``map_size(h, w)`` is the trunk's conv5 size on an ``h x w`` input (``SPPNet.feature_map_size``)."""
     total = 0
     for image_id, width, height in images:
         for s in scales:
             if cache.path(image_id, s, flip).is_file():
                 continue
-            h, w = conv_output_hw(features, *resized_hw(int(height), int(width), int(s)))
+            h, w = map_size(*resized_hw(int(height), int(width), int(s)))
             total += channels * h * w * 2 + NPY_HEADER
     return total
 

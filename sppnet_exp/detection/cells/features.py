@@ -77,12 +77,16 @@ def spp_features(cfg: DictConfig, data: CellData, net: SPPNet, pre_tag: str, fli
         channels = int(net.out_channels)
         needs = {
             "conv5": conv5_bytes(
-                cache, [(r.image_id, r.width, r.height) for _, r in records], net.features, channels, spec.scales
+                cache,
+                [(r.image_id, r.width, r.height) for _, r in records],
+                net.feature_map_size,
+                channels,
+                spec.scales,
             )
         }
         if flips:
             train = [(r.image_id, r.width, r.height) for r in data.train.records]
-            needs["conv5_flipped"] = conv5_bytes(cache, train, net.features, channels, spec.scales, flip=True)
+            needs["conv5_flipped"] = conv5_bytes(cache, train, net.feature_map_size, channels, spec.scales, flip=True)
         info["disk"] = check_free_space(cfg.cache_dir, needs, enabled=bool(cfg.get("disk_check", True)))
     t = time.time()
     stats = build_conv_cache(cache, items, net.features, spec.scales, trainer_kwargs=conv_trainer_kwargs(cfg))

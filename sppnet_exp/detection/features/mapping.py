@@ -47,7 +47,6 @@ __all__ = [
     "RFGeometry",
     "box_areas_plus1",
     "choose_scales",
-    "conv_output_hw",
     "map_windows",
     "receptive_field",
     "resized_hw",
@@ -104,31 +103,6 @@ def receptive_field(features: nn.Module) -> RFGeometry:
         raise ValueError(f"receptive_field: height and width geometries differ: {axes[0]} vs {axes[1]}")
     jump, offset0, size = axes[0]
     return RFGeometry(stride=jump, offset0=float(offset0), size=size)
-
-
-def conv_output_hw(features: nn.Module, height: int, width: int) -> tuple[int, int]:
-    """Size of the last map of ``features`` on a ``height x width`` input, from its Conv2d / pooling layers
-    (``floor((n + 2p - d(k - 1) - 1) / s) + 1``, ceil for ceil-mode pools) — without running the trunk."""
-    out = []
-    for d, n in enumerate((int(height), int(width))):
-        for module in features.modules():
-            if isinstance(module, nn.Conv2d):
-                k, s, p, dil = _pair(module.kernel_size)[d], _pair(module.stride)[d], module.padding, module.dilation
-                if isinstance(p, str):
-                    raise ValueError(f"conv_output_hw: string padding {p!r} of {module} is not supported")
-                p, dil, ceil = _pair(p)[d], _pair(dil)[d], False
-            elif isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
-                k, s = _pair(module.kernel_size)[d], _pair(module.stride or module.kernel_size)[d]
-                p, dil, ceil = _pair(module.padding)[d], _pair(getattr(module, "dilation", 1))[d], module.ceil_mode
-            else:
-                continue
-            span = n + 2 * p - dil * (k - 1) - 1
-            m = (-(-span // s) if ceil else span // s) + 1
-            if ceil and (m - 1) * s >= n + p:  # PyTorch: the last window must start inside the input or left padding
-                m -= 1
-            n = m
-        out.append(max(0, n))
-    return out[0], out[1]
 
 
 def _boxes(boxes: np.ndarray, name: str) -> np.ndarray:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from sppnet_exp.detection.features.heads import FCHead
 from sppnet_exp.detection.finetune.batches import CachedRows
 from sppnet_exp.detection.finetune.sampling import WindowSampler
 from sppnet_exp.detection.structures.roidb import ImageWindows
+from sppnet_exp.models.layers import fc_block
 from sppnet_exp.utils.trainer import QUIET, quiet_trainer
 
 __all__ = [
@@ -103,16 +103,7 @@ class FCFineTuner(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["init_fc"])
         self.lr_steps = _check_steps(lr_steps if lr_steps is not None else [(0, lr)])
-        self.fc = nn.Sequential(
-            OrderedDict(
-                fc6=nn.Linear(in_dim, fc_width),
-                relu6=nn.ReLU(inplace=True),
-                drop6=nn.Dropout(dropout),
-                fc7=nn.Linear(fc_width, fc_width),
-                relu7=nn.ReLU(inplace=True),
-                drop7=nn.Dropout(dropout),
-            )
-        )
+        self.fc = fc_block(in_dim, fc_width, dropout)
         self.fc8 = nn.Linear(fc_width, num_classes + 1)
         if init_fc is None:
             for layer in (self.fc.fc6, self.fc.fc7):
