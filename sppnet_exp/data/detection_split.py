@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .folders import walk_files
 from .images import IMAGE_EXTENSIONS, decode_file, image_size
 from .voc_xml import VocAnnotation, read_voc_xml
 
@@ -345,7 +346,7 @@ def _labelimg_items(base: Path, split: str, stats: Counter) -> tuple[list[Item],
 def _all_annotation_files(layout: str, base: Path) -> list[Path]:
     if layout == "voc":
         return _xml_files(base / "Annotations")
-    return sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() == ".xml")
+    return walk_files(base, (".xml",))  # follows linked split folders (rglob does not), cycle-safe
 
 
 def discover_classes(root: str | Path, layout: str = "auto") -> list[str]:
