@@ -13,7 +13,8 @@ Records keep VOC's 1-based inclusive ``x1 y1 x2 y2`` boxes (float32) and the ``d
 Real-world input is repaired where that is safe and counted in ``DetectionSplit.stats``: the image size is taken
 from the image itself; zero-area, inverted and fully-outside boxes are dropped; boxes are clipped to the image;
 boxes of classes not in ``classes`` are dropped. Malformed XML raises ``ValueError`` naming the file and field.
-Annotation files are parsed by :mod:`.voc_xml`; the DataModule is in :mod:`.detection`.
+Annotation files are parsed by :mod:`.voc_xml`; the DataModule is in :mod:`.detection`. Split, image and
+annotation folders may be symbolic links: they are followed everywhere (:mod:`.folders`; link cycles end).
 """
 
 from __future__ import annotations
