@@ -106,6 +106,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "optimizer_steps": trainer.global_step,
             "optimizer_steps_per_epoch": _steps_per_epoch(trainer),
             "lr": float(cfg.optim.lr),
+            "file_list": getattr(datamodule, "scan_source", None),  # "scan" or "cache" (rank 0)
             "seconds": round(fit_seconds, 1),
             "skipped_images": module.skipped_total,
             "resumed_from": resume_from,
