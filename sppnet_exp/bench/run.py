@@ -6,7 +6,9 @@ Every comparison runs its sides interleaved in paired rounds and reports per-pai
 - ``data``, ``train_overhead``, ``spp_head`` (:mod:`.training`): loader images/s, Lightning vs a bare loop,
   the SPP head vs the fixed pool5 head;
 - ``detection``, ``proposals`` (:mod:`.detection`): SPP-net 1-scale and 5-scale against R-CNN per image, and
-  selective search images/s per core.
+  selective search images/s per core;
+- ``loader`` (:mod:`.loader`): the float32 and uint8 worker paths on real-size JPEGs, images/s per core, bytes
+  per batch, cores for 6,000 images/s (and, with a GPU, device decoding and a bf16 ZF-5 step).
 
 Each JSON holds the raw pairs, the machine (CPU model, cores, load average before and after), the pinned thread
 counts and the versions. ``--quick`` is a smoke run (few pairs, small images). Publishing a run into the READMEs:
@@ -30,7 +32,7 @@ from sppnet_exp.bench.summary import summary_markdown
 from sppnet_exp.config import config_dir
 from sppnet_exp.utils.io import atomic_write_json, atomic_write_text
 
-ALL = ("data", "train_overhead", "spp_head", "detection", "proposals")
+ALL = ("data", "train_overhead", "spp_head", "detection", "proposals", "loader")
 
 # (full, quick) settings of each benchmark
 SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -54,6 +56,10 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         },
     ),
     "proposals": ({"short": 375, "rounds": 5}, {"short": 188, "rounds": 2}),
+    "loader": (
+        {},
+        {"images": 24, "batch": 4, "batches": 4, "min_pairs": 2, "max_pairs": 2, "gpu_rounds": 2},
+    ),
 }
 
 
@@ -64,7 +70,7 @@ def _cfg(overrides: list[str]) -> DictConfig:
 
 def run_benchmarks(only: set[str], quick: bool, overrides: list[str]) -> dict[str, Any]:
     """Run the named benchmarks; return ``{"meta": .., name: result}``."""
-    from sppnet_exp.bench import detection, training
+    from sppnet_exp.bench import detection, loader, training
 
     threads = pin_threads()
     meta: dict[str, Any] = {
@@ -77,18 +83,20 @@ def run_benchmarks(only: set[str], quick: bool, overrides: list[str]) -> dict[st
     results: dict[str, Any] = {"meta": meta}
     kw = {name: SETTINGS[name][1 if quick else 0] for name in ALL}
     t0 = time.perf_counter()
+    # These two time float32 batches (the bare loop has no batch hook); `loader` compares the worker paths.
+    f32 = ["logger=none", "data.worker_output=float32"]
     if "data" in only:
-        results["data"] = training.bench_data(_cfg(["logger=none", *overrides]), **kw["data"])
+        results["data"] = training.bench_data(_cfg([*f32, *overrides]), **kw["data"])
     if "train_overhead" in only:
-        results["train_overhead"] = training.bench_train_overhead(
-            _cfg(["logger=none", *overrides]), **kw["train_overhead"]
-        )
+        results["train_overhead"] = training.bench_train_overhead(_cfg([*f32, *overrides]), **kw["train_overhead"])
     if "spp_head" in only:
         results["spp_head"] = training.bench_spp_head(**kw["spp_head"])
     if "detection" in only:
         results["detection"] = detection.bench_detection(**kw["detection"])
     if "proposals" in only:
         results["proposals"] = detection.bench_proposals(**kw["proposals"])
+    if "loader" in only:
+        results["loader"] = loader.bench_loader(**kw["loader"])
     meta["machine"]["load_after"] = load_average()
     meta["seconds"] = round(time.perf_counter() - t0, 1)
     return results
