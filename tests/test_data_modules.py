@@ -333,3 +333,21 @@ def test_real_caltech101_subset() -> None:
             break
     images, targets = next(iter(dm.test_dataloader()[0]))
     assert images.shape[1:3] == (1, 3) and min(images.shape[-2:]) == 64
+
+
+def test_pinned_memory_and_persistent_workers_follow_the_trainer(gen_root: Path) -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+
+    dm = ImageNetDataModule(root=str(gen_root), **{**SMALL, "num_workers": 2})
+    assert dm._loader_kwargs() == {"num_workers": 2, "pin_memory": False, "persistent_workers": True}
+    dm.trainer = SimpleNamespace(accelerator=CUDAAccelerator(), world_size=1, global_rank=0)
+    assert dm._loader_kwargs()["pin_memory"] is True  # auto: pinned for a GPU trainer
+    dm.trainer = SimpleNamespace(accelerator=CPUAccelerator(), world_size=1, global_rank=0)
+    assert dm._loader_kwargs()["pin_memory"] is False
+    off = ImageNetDataModule(root=str(gen_root), pin_memory=False, **SMALL)
+    off.trainer = SimpleNamespace(accelerator=CUDAAccelerator(), world_size=1, global_rank=0)
+    assert off._loader_kwargs() == {"num_workers": 0, "pin_memory": False, "persistent_workers": False}
+    with pytest.raises(ValueError, match="pin_memory"):
+        ImageNetDataModule(root=str(gen_root), pin_memory="yes", **SMALL)

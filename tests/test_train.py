@@ -139,3 +139,27 @@ def test_bf16_channels_last_gpu_trainer_config_runs_one_cpu_batch(make_cfg: Call
         x = torch.randn(2, 3, 64, 64)
         assert module(x).dtype == torch.bfloat16  # convs and fcs in bf16; LRN inside stays float32
     assert "channels_last" not in module.hparams  # a speed setting, not part of the model
+
+
+def test_test_views_of_many_images_go_through_one_forward(make_cfg: Callable[..., DictConfig]) -> None:
+    """10-view and full-image testing: one network call per loader batch, holding the views of all its images."""
+    import lightning as L
+
+    from sppnet_exp.training.classifier import SPPClassifier
+    from sppnet_exp.training.task import model_kwargs
+    from sppnet_exp.training.wiring import build_datamodule
+
+    cfg = make_cfg("eval.views=[10view,full]", "scale.eval_batch_size=4")
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup()
+    module = SPPClassifier(model_kwargs(cfg), dm.num_classes, eval_views=["10view", "full"])
+    calls: list[int] = []
+    module.net.register_forward_hook(lambda m, args, out: calls.append(int(args[0].shape[0])))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(module, datamodule=dm, verbose=False)
+    n = len(dm.eval_samples)  # 15 images
+    loaders = dm.test_dataloader()
+    assert len(calls) == len(loaders[0]) + len(loaders[1])  # one forward per batch, not per image or view
+    assert calls[: len(loaders[0])] == [10 * min(4, n - 4 * i) for i in range(len(loaders[0]))]
+    assert sum(calls[len(loaders[0]) :]) == n and max(calls[len(loaders[0]) :]) > 1  # full: same-size images
