@@ -162,3 +162,14 @@ def test_signature_follows_links_and_sees_a_repointed_link(tmp_path: Path) -> No
     (root / "train").unlink()
     (root / "train").symlink_to(b / "train")
     assert tree_signature(root) != sig
+
+
+def test_an_unwritable_cache_folder_costs_a_warning_not_the_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = _imagenet(tmp_path / "in")
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be")
+    with caplog.at_level("WARNING"):
+        dm = _dm(root, blocker / "file_lists")
+    assert dm.scan_source == "scan" and len(dm.train_samples) == 6 and "cannot write the file list cache" in caplog.text

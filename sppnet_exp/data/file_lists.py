@@ -163,6 +163,10 @@ def load_or_scan(
         return hit, "cache"
     start = time.perf_counter()
     listing = scan()
-    _write(cache_file, key, root, listing)
+    try:
+        _write(cache_file, key, root, listing)
+    except OSError as exc:  # a read-only or full disk costs the next run a scan, not this run its data
+        log.warning("cannot write the file list cache %s (%s); the next run scans %s again", cache_file, exc, root)
+        return listing, "scan"
     log.info("scanned %s in %.1f s; file lists cached in %s", root, time.perf_counter() - start, cache_file)
     return listing, "scan"
