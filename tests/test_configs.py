@@ -146,3 +146,19 @@ def test_detection_paper_scale_and_voc07_compose() -> None:
     assert list(five.detector.scales) == [480, 576, 688, 874, 1200]
     assert rcnn.detector.padding == 16 and rcnn.detector.bbox_reg.lam == 1000.0
     assert one.scale.pretrain.data == "imagenet" and one.fingerprint != five.fingerprint
+
+
+def test_gpu_trainers_default_to_bf16_and_channels_last(tmp_path: Path) -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for name in ("gpu", "ddp"):
+            cfg = compose("train", overrides=[f"trainer={name}"])
+            assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.channels_last is True
+        plain = compose("train")
+        assert plain.trainer.precision == "32-true" and plain.trainer.channels_last is False
+        assert plain.data.worker_output == "uint8" and plain.data.decode == "cpu" and plain.data.pin_memory == "auto"
+        assert plain.data.file_list_cache == f"{plain.paths.runs_root}/file_lists"
+        fp32 = compose("train", overrides=["trainer=gpu", "trainer.precision=32-true", "trainer.channels_last=false"])
+        assert fp32.fingerprint == plain.fingerprint  # speed settings do not change a run's identity
+        gpu = compose("train", overrides=["trainer=gpu", "trainer.accelerator=cpu", f"paths.output_dir={tmp_path}"])
+    t = build_trainer(gpu, callbacks=[], loggers=[])  # channels_last is not passed to the Trainer
+    assert "bf16" in str(t.precision_plugin.precision)

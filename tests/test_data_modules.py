@@ -19,6 +19,7 @@ from sppnet_exp.data import (
     decode_file,
     ensure_generated,
 )
+from sppnet_exp.data.batches import finish_batch
 from sppnet_exp.data.images import collate_train
 
 SMALL = {
@@ -52,16 +53,18 @@ def gen_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _check_loaders(dm: ImageNetDataModule, n_classes: int) -> None:
-    images, targets, skipped = next(iter(dm.train_dataloader()))
+    raw = next(iter(dm.train_dataloader()))  # the workers' uint8 batch, finished on the device by the module
+    assert len(raw) == 4 and raw[0].dtype == torch.uint8 and set(raw[3]) == {"crop", "flip", "lighting"}
+    images, targets, skipped = finish_batch(raw)
     assert images.shape[1:] == (3, 32, 32) and images.dtype == torch.float32
     assert targets.dtype == torch.long and skipped == 0 and int(targets.max()) < n_classes
-    images, targets = next(iter(dm.val_dataloader()))
-    assert images.shape == (4, 1, 3, 32, 32)
+    images, targets = finish_batch(next(iter(dm.val_dataloader())))
+    assert images.shape == (4, 1, 3, 32, 32) and images.dtype == torch.float32
     loaders = dm.test_dataloader()
     assert len(loaders) == len(dm.eval_views)
     for view, loader in zip(dm.eval_views, loaders):
         seen = 0
-        for images, targets in loader:
+        for images, targets in map(finish_batch, loader):
             v = {"10view": 10, "center": 1, "full": 1}[view]
             assert images.shape[1:3] == (v, 3) and images.shape[0] == targets.shape[0]
             if view == "full":
@@ -159,7 +162,7 @@ def test_corrupt_and_truncated_images(tmp_path: Path, gen_root: Path, caplog: py
     with caplog.at_level("WARNING"):
         batches = list(dm.train_dataloader())
     assert len(batches) == 1
-    images, targets, skipped = batches[0]
+    images, targets, skipped = finish_batch(batches[0])
     assert skipped == 2 and images.shape[0] == 18 == targets.shape[0]
     assert "corrupt.JPEG" in caplog.text and "truncated.JPEG" in caplog.text
     (root / "val" / cls / "truncated.JPEG").write_bytes(good[: len(good) // 2])
@@ -191,7 +194,7 @@ def test_gray_cmyk_rgba_become_rgb(tmp_path: Path) -> None:
         _save(root / "gray" / f"{i}.jpg", mode="L", seed=i)
         _save(root / "cmyk" / f"{i}.jpg", mode="CMYK", seed=i)
     dm = Caltech101DataModule(root=str(root.parent), eval_views=["full"], **SMALL)
-    images, targets, skipped = next(iter(dm.train_dataloader()))
+    images, targets, skipped = finish_batch(next(iter(dm.train_dataloader())))
     assert images.shape == (60, 3, 32, 32) and skipped == 0
     (images,), _ = zip(*[next(iter(loader)) for loader in dm.test_dataloader()])
     assert images.shape[1:3] == (1, 3)
@@ -281,7 +284,7 @@ def test_voc_multilabel(tmp_path: Path) -> None:
     assert ignore.train_samples[0][1].tolist() == [0, 1, 1]  # a non-difficult person makes it positive
     negative = VOC2007ClsDataModule(root=str(voc), difficult="negative", **SMALL)
     assert negative.eval_samples[0][1].tolist() == [0, 1, 0]
-    images_b, targets_b, skipped = next(iter(dm.train_dataloader()))
+    images_b, targets_b, skipped = finish_batch(next(iter(dm.train_dataloader())))
     assert images_b.shape == (2, 3, 32, 32) and targets_b.dtype == torch.float32 and targets_b.shape == (2, 3)
     for loader in dm.test_dataloader():
         images_b, targets_b = next(iter(loader))
@@ -324,9 +327,27 @@ def test_real_caltech101_subset() -> None:
         assert im.mode == "L"
     assert decode_file(car_path).shape[0] == 3
     loader = dm.train_dataloader()
-    for k, (images, _targets, skipped) in enumerate(loader):
+    for k, (images, _targets, skipped) in enumerate(map(finish_batch, loader)):
         assert images.shape == (16, 3, 56, 56) and skipped == 0
         if k == 1:
             break
     images, targets = next(iter(dm.test_dataloader()[0]))
     assert images.shape[1:3] == (1, 3) and min(images.shape[-2:]) == 64
+
+
+def test_pinned_memory_and_persistent_workers_follow_the_trainer(gen_root: Path) -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+
+    dm = ImageNetDataModule(root=str(gen_root), **{**SMALL, "num_workers": 2})
+    assert dm._loader_kwargs() == {"num_workers": 2, "pin_memory": False, "persistent_workers": True}
+    dm.trainer = SimpleNamespace(accelerator=CUDAAccelerator(), world_size=1, global_rank=0)
+    assert dm._loader_kwargs()["pin_memory"] is True  # auto: pinned for a GPU trainer
+    dm.trainer = SimpleNamespace(accelerator=CPUAccelerator(), world_size=1, global_rank=0)
+    assert dm._loader_kwargs()["pin_memory"] is False
+    off = ImageNetDataModule(root=str(gen_root), pin_memory=False, **SMALL)
+    off.trainer = SimpleNamespace(accelerator=CUDAAccelerator(), world_size=1, global_rank=0)
+    assert off._loader_kwargs() == {"num_workers": 0, "pin_memory": False, "persistent_workers": False}
+    with pytest.raises(ValueError, match="pin_memory"):
+        ImageNetDataModule(root=str(gen_root), pin_memory="yes", **SMALL)

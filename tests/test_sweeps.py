@@ -148,3 +148,22 @@ def test_killed_process_resumes(tmp_path: Path, data_dir: Path) -> None:
     _run(args, cwd=REPO)
     done = json.loads((ckpt.parents[1] / "results.json").read_text())
     assert done["status"] == "finished" and done["train"]["resumed_from"] == str(ckpt)
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_make_the_optimizer_steps_of_one_process(tmp_path: Path, data_dir: Path) -> None:
+    """data.batch_size is the global batch: 2 ranks x 4 images make the 8-image steps of one process."""
+    from sppnet_exp.config import compose_config
+    from sppnet_exp.training.task import train
+
+    common = [*tiny_overrides(tmp_path, data_dir), "logger=none", "+trainer.limit_test_batches=1"]
+    single = train(compose_config("train", ["experiment=table2/zf5_spp_single", *common, "trainer=cpu"]))["train"]
+    assert single["world_size"] == 1 and single["optimizer_steps_per_epoch"] == 5  # 40 images / 8
+    ddp_runs = tmp_path / "ddp_runs"  # the same cell identity: its own runs root, or it would be skipped
+    args = ["-m", "sppnet_exp.train", "experiment=table2/zf5_spp_single", *common, "trainer=ddp_cpu"]
+    _run([*args, f"paths.runs_root={ddp_runs}"], cwd=REPO)
+    [ddp] = [r["train"] for r in _results(ddp_runs)]
+    assert ddp["world_size"] == 2
+    assert ddp["global_batch"] == single["global_batch"] == 8 and ddp["process_batch"] == 4
+    assert ddp["optimizer_steps"] == single["optimizer_steps"] and ddp["lr"] == single["lr"] == 0.01
+    assert ddp["optimizer_steps_per_epoch"] == single["optimizer_steps_per_epoch"]

@@ -85,3 +85,81 @@ def test_size_schedules() -> None:
     ]  # same on all ranks
     with pytest.raises(ValueError, match="schedule"):
         SizeSchedule("cyclic", [224])
+
+
+def test_global_batch_is_split_over_processes() -> None:
+    from sppnet_exp.data.base import per_process_batch
+
+    assert per_process_batch(128, 1) == 128 and per_process_batch(128, 8) == 16
+    with pytest.raises(ValueError, match=r"batch_size=128 is the global batch.*divisible by the world size 3"):
+        per_process_batch(128, 3)
+
+
+def test_loader_takes_its_share_of_the_global_batch(make_cfg: Callable[..., DictConfig]) -> None:
+    from sppnet_exp.training.wiring import build_datamodule
+
+    dm = build_datamodule(make_cfg())
+    dm.prepare_data()
+    dm.setup()
+    assert dm.batch_size == 8 and dm.train_dataloader().batch_size == 8
+    dm._world = lambda: (2, 1)  # what a 2-process trainer reports to its rank 1
+    assert dm.process_batch_size == 4 and dm.train_dataloader().batch_size == 4
+    dm._world = lambda: (3, 0)
+    with pytest.raises(ValueError, match="divisible by the world size 3"):
+        dm.train_dataloader()
+
+
+def test_results_record_batch_world_steps_and_the_cached_file_list(make_cfg: Callable[..., DictConfig]) -> None:
+    limits = ["+trainer.limit_train_batches=2", "+trainer.limit_test_batches=1"]
+    cfg = make_cfg("experiment=table2/zf5_spp_single", *limits)
+    info = train(cfg)["train"]
+    assert info["global_batch"] == 8 and info["world_size"] == 1 and info["process_batch"] == 8
+    assert info["optimizer_steps"] == info["global_step"] == 2 == info["optimizer_steps_per_epoch"]
+    assert info["lr"] == 0.01 and info["file_list"] == "scan"
+    [cache] = list((Path(cfg.paths.runs_root) / "file_lists").glob("imagenet-*.json.gz"))  # beside the runs
+    other = make_cfg("experiment=table2/zf5_nospp", "+trainer.limit_train_batches=1", "+trainer.limit_test_batches=1")
+    assert train(other)["train"]["file_list"] == "cache"  # another cell reuses the listing
+
+
+def test_bf16_channels_last_gpu_trainer_config_runs_one_cpu_batch(make_cfg: Callable[..., DictConfig]) -> None:
+    """`trainer=gpu` composes to bf16-mixed + channels-last; Lightning runs bf16 autocast on the CPU too."""
+    cfg = make_cfg("experiment=table2/zf5_spp_multi", "trainer=gpu", "trainer.accelerator=cpu", *ONE_BATCH)
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.channels_last is True
+    results = train(cfg)
+    assert results["status"] == "finished" and results["config"]["trainer"]["precision"] == "bf16-mixed"
+    m = results["metrics"]["10view"]
+    assert 0.0 <= m["top1_err"] <= 100.0
+    from sppnet_exp.training.classifier import SPPClassifier
+
+    module = SPPClassifier.load_from_checkpoint(Path(cfg.run_dir) / "checkpoints" / "last.ckpt", channels_last=True)
+    module.setup("test")
+    conv1 = module.net.features.conv1.weight
+    assert conv1.is_contiguous(memory_format=torch.channels_last) and conv1.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = torch.randn(2, 3, 64, 64)
+        assert module(x).dtype == torch.bfloat16  # convs and fcs in bf16; LRN inside stays float32
+    assert "channels_last" not in module.hparams  # a speed setting, not part of the model
+
+
+def test_test_views_of_many_images_go_through_one_forward(make_cfg: Callable[..., DictConfig]) -> None:
+    """10-view and full-image testing: one network call per loader batch, holding the views of all its images."""
+    import lightning as L
+
+    from sppnet_exp.training.classifier import SPPClassifier
+    from sppnet_exp.training.task import model_kwargs
+    from sppnet_exp.training.wiring import build_datamodule
+
+    cfg = make_cfg("eval.views=[10view,full]", "scale.eval_batch_size=4")
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup()
+    module = SPPClassifier(model_kwargs(cfg), dm.num_classes, eval_views=["10view", "full"])
+    calls: list[int] = []
+    module.net.register_forward_hook(lambda m, args, out: calls.append(int(args[0].shape[0])))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(module, datamodule=dm, verbose=False)
+    n = len(dm.eval_samples)  # 15 images
+    loaders = dm.test_dataloader()
+    assert len(calls) == len(loaders[0]) + len(loaders[1])  # one forward per batch, not per image or view
+    assert calls[: len(loaders[0])] == [10 * min(4, n - 4 * i) for i in range(len(loaders[0]))]
+    assert sum(calls[len(loaders[0]) :]) == n and max(calls[len(loaders[0]) :]) > 1  # full: same-size images

@@ -9,6 +9,8 @@ Every comparison runs its sides interleaved in paired rounds and reports per-pai
   selective search images/s per core;
 - ``paper_scale`` (:mod:`.paper_scale`): seconds, disk and memory per image of every detection stage at the
   paper's geometry, extrapolated to VOC 2007 (``outputs/bench/paper_scale.json``).
+- ``loader`` (:mod:`.loader`): the float32 and uint8 worker paths on real-size JPEGs, images/s per core, bytes
+  per batch, cores for 6,000 images/s (and, with a GPU, device decoding and a bf16 ZF-5 step).
 
 Each JSON holds the raw pairs, the machine (CPU model, cores, load average before and after), the pinned thread
 counts and the versions. ``--quick`` is a smoke run (few pairs, small images). Publishing a run into the READMEs:
@@ -32,7 +34,7 @@ from sppnet_exp.bench.summary import summary_markdown
 from sppnet_exp.config import config_dir
 from sppnet_exp.utils.io import atomic_write_json, atomic_write_text
 
-ALL = ("data", "train_overhead", "spp_head", "detection", "proposals", "paper_scale")
+ALL = ("data", "train_overhead", "spp_head", "loader", "detection", "proposals", "paper_scale")
 
 # (full, quick) settings of each benchmark
 SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -57,6 +59,10 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
     "proposals": ({"short": 375, "rounds": 5}, {"short": 188, "rounds": 2}),
     "paper_scale": ({}, {"short": 120, "windows": 100, "images": 1, "finetune_steps": 2, "chunk_images": 2}),
+    "loader": (
+        {},
+        {"images": 24, "batch": 4, "batches": 4, "min_pairs": 2, "max_pairs": 2, "gpu_rounds": 2},
+    ),
 }
 
 
@@ -67,7 +73,7 @@ def _cfg(overrides: list[str]) -> DictConfig:
 
 def run_benchmarks(only: set[str], quick: bool, overrides: list[str]) -> dict[str, Any]:
     """Run the named benchmarks; return ``{"meta": .., name: result}``."""
-    from sppnet_exp.bench import detection, training
+    from sppnet_exp.bench import detection, loader, training
 
     threads = pin_threads()
     meta: dict[str, Any] = {
@@ -80,12 +86,12 @@ def run_benchmarks(only: set[str], quick: bool, overrides: list[str]) -> dict[st
     results: dict[str, Any] = {"meta": meta}
     kw = {name: SETTINGS[name][1 if quick else 0] for name in ALL}
     t0 = time.perf_counter()
+    # These two time float32 batches (the bare loop has no batch hook); `loader` compares the worker paths.
+    f32 = ["logger=none", "data.worker_output=float32"]
     if "data" in only:
-        results["data"] = training.bench_data(_cfg(["logger=none", *overrides]), **kw["data"])
+        results["data"] = training.bench_data(_cfg([*f32, *overrides]), **kw["data"])
     if "train_overhead" in only:
-        results["train_overhead"] = training.bench_train_overhead(
-            _cfg(["logger=none", *overrides]), **kw["train_overhead"]
-        )
+        results["train_overhead"] = training.bench_train_overhead(_cfg([*f32, *overrides]), **kw["train_overhead"])
     if "spp_head" in only:
         results["spp_head"] = training.bench_spp_head(**kw["spp_head"])
     if "detection" in only:
@@ -96,6 +102,8 @@ def run_benchmarks(only: set[str], quick: bool, overrides: list[str]) -> dict[st
         from sppnet_exp.bench.paper_scale import bench_paper_scale
 
         results["paper_scale"] = bench_paper_scale(**kw["paper_scale"])
+    if "loader" in only:
+        results["loader"] = loader.bench_loader(**kw["loader"])
     meta["machine"]["load_after"] = load_average()
     meta["seconds"] = round(time.perf_counter() - t0, 1)
     return results

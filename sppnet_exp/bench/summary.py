@@ -168,6 +168,45 @@ def _paper_scale(r: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _loader(r: Mapping[str, Any]) -> list[str]:
+    s, d, j, sp, b = r["sides"], r["derived"], r["jpegs"], r["derived"]["speedup_per_core"], r["bytes_ratio"]
+    lines = [
+        "## Input pipeline: float32 workers vs uint8 workers (ImageNet geometry, paired rounds)",
+        "",
+        f"{j['images']} generated {j['size_hw'][1]}x{j['size_hw'][0]} JPEGs (q{j['quality']}, {j['mean_kb']} KB "
+        f"mean), resize 256, 224 crops, flip, PCA lighting; {r['workers']} workers, batch {r['batch_size']}, "
+        f"{r['batches_per_round']} batches per round; {_pairs_note(r)}. Per core = images per CPU-second of "
+        "the workers and the main process.",
+        "",
+        "| worker output | images/s per core | images/s (wall) | bytes per batch | cores for 6,000 images/s |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("float32", "uint8"):
+        lines.append(
+            f"| {name} | {fmt(s[name]['images_per_s_per_core'], 0)} | {fmt(s[name]['images_per_s'], 0)} | "
+            f"{r['bytes_per_batch'][name] / 2**20:.2f} MiB | {fmt(d[f'cores_for_6000_{name}'], 1)} |"
+        )
+    lines += [
+        "",
+        f"Speed-up per core (per pair): **{fmt(sp)}** (target ≥ {sp['target']:g}: {sp['verdict']}); wall "
+        f"{fmt(d['speedup_wall'])}. Bytes per batch: {b['value']:.2f}x fewer (target ≥ {b['target']:g}: "
+        f"{b['verdict']}). The uint8 path's device finish: {fmt(r['device_finish_cpu']['ms_per_batch'], 1)} ms "
+        f"per batch when the device is this CPU.",
+        "",
+    ]
+    g = r.get("gpu", {})
+    if "decode_gpu" in g:
+        t = g["train_step_bf16"]
+        lines.append(
+            f"GPU ({g['device']}): device-decode loader {fmt(g['decode_gpu']['images_per_s'], 0)} images/s; ZF-5 "
+            f"training step at {t['input']}, bf16, channels-last, batch {t['batch_size']}: "
+            f"{fmt(t['images_per_s'], 0)} images/s."
+        )
+    else:
+        lines.append(f"GPU figures: not measured ({g.get('reason', 'no GPU')}).")
+    return [*lines, ""]
+
+
 _SECTIONS = {
     "data": _data,
     "train_overhead": _overhead,
@@ -175,6 +214,7 @@ _SECTIONS = {
     "detection": _detection,
     "proposals": _proposals,
     "paper_scale": _paper_scale,
+    "loader": _loader,
 }
 
 
@@ -246,6 +286,15 @@ def readme_blocks(results: Mapping[str, Any]) -> dict[str, str]:
         lines.append(
             f"- Selective search (OpenCV fast, 1 thread, {p['image'][1]}x{p['image'][0]}): {fmt(p['seconds'])} s per "
             f"image, ~{p['proposals']:.0f} proposals."
+        )
+    if "loader" in results:
+        r, sp = results["loader"], results["loader"]["derived"]["speedup_per_core"]
+        lines.append(
+            f"- Input pipeline ({r['jpegs']['size_hw'][1]}x{r['jpegs']['size_hw'][0]} JPEGs, 224 crops, "
+            f"{r['workers']} workers): {fmt(r['sides']['float32']['images_per_s_per_core'], 0)} images/s per core "
+            f"with float32 workers, {fmt(r['sides']['uint8']['images_per_s_per_core'], 0)} with uint8 workers "
+            f"(x{fmt(sp)}, target ≥ {sp['target']:g}: {sp['verdict']}); {r['bytes_ratio']['value']:.2f}x fewer bytes "
+            f"per batch; {r['cores_for_6000']:.0f} cores for 6,000 images/s."
         )
     blocks = {"bench": "\n".join(lines)}
     if "detection" in results:

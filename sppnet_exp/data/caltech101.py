@@ -4,7 +4,7 @@ Layout: ``root/101_ObjectCategories/<class>/*.jpg`` (``root`` may also be the ``
 folder). ``BACKGROUND_Google`` is excluded. Each class's images are split by a random permutation seeded by
 ``(split_seed, class name)``: the first ``train_per_class`` train, the next up to ``test_per_class`` test (the
 rest unused). The evaluation (val/test) split is the test split. Different seeds give the paper's random
-splits."""
+splits. Class folders may be symbolic links (followed); the split is cached on disk (:mod:`.file_lists`)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ class Caltech101DataModule(ClassificationDataModule):
 
     dataset_name = "caltech101"
     generated_layout = "caltech101"
+    listing_only = True
 
     def __init__(
         self,
@@ -73,3 +74,11 @@ class Caltech101DataModule(ClassificationDataModule):
 
     def _scan(self, root: Path) -> tuple[list[str], list[Sample], list[Sample]]:
         return caltech_split(root, self.train_per_class, self.test_per_class, self.split_seed, self.exclude)
+
+    def _scan_params(self) -> dict[str, Any]:
+        return {
+            "train_per_class": self.train_per_class,
+            "test_per_class": self.test_per_class,
+            "split_seed": self.split_seed,
+            "exclude": sorted(self.exclude),
+        }

@@ -13,7 +13,8 @@ Records keep VOC's 1-based inclusive ``x1 y1 x2 y2`` boxes (float32) and the ``d
 Real-world input is repaired where that is safe and counted in ``DetectionSplit.stats``: the image size is taken
 from the image itself; zero-area, inverted and fully-outside boxes are dropped; boxes are clipped to the image;
 boxes of classes not in ``classes`` are dropped. Malformed XML raises ``ValueError`` naming the file and field.
-Annotation files are parsed by :mod:`.voc_xml`; the DataModule is in :mod:`.detection`.
+Annotation files are parsed by :mod:`.voc_xml`; the DataModule is in :mod:`.detection`. Split, image and
+annotation folders may be symbolic links: they are followed everywhere (:mod:`.folders`; link cycles end).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .folders import walk_files
 from .images import IMAGE_EXTENSIONS, decode_file, image_size
 from .voc_xml import VocAnnotation, read_voc_xml
 
@@ -345,7 +347,7 @@ def _labelimg_items(base: Path, split: str, stats: Counter) -> tuple[list[Item],
 def _all_annotation_files(layout: str, base: Path) -> list[Path]:
     if layout == "voc":
         return _xml_files(base / "Annotations")
-    return sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() == ".xml")
+    return walk_files(base, (".xml",))  # follows linked split folders (rglob does not), cycle-safe
 
 
 def discover_classes(root: str | Path, layout: str = "auto") -> list[str]:

@@ -4,7 +4,8 @@ Layout: ``root/train/<wnid>/*.JPEG``; validation either as class folders ``root/
 ``root/val/ILSVRC2012_val_XXXXXXXX.JPEG`` with the devkit ground truth
 ``root/ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt`` (one 1-based ILSVRC2012_ID per
 line) and ``data/meta.mat`` (``synsets`` with ``ILSVRC2012_ID`` and ``WNID``). Classes are the sorted folder
-names of ``train/``. The evaluation split is ``val/``."""
+names of ``train/``. The evaluation split is ``val/``. Split and class folders may be symbolic links (they are
+followed). The listing is cached on disk (:mod:`.file_lists`; the ground-truth files are part of its key)."""
 
 from __future__ import annotations
 
@@ -103,6 +104,11 @@ class ImageNetDataModule(ClassificationDataModule):
 
     dataset_name = "imagenet"
     generated_layout = "imagenet"
+    listing_only = True
 
     def _scan(self, root: Path) -> tuple[list[str], list[Sample], list[Sample]]:
         return scan_imagenet(root, "ImageNet" if self.root is not None else "Generated (ImageNet layout)")
+
+    def _scan_extra_files(self, root: Path) -> list[Path]:
+        devkit = root / DEVKIT_DATA
+        return [devkit / "ILSVRC2012_validation_ground_truth.txt", devkit / "meta.mat"]

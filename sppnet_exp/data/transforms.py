@@ -9,9 +9,17 @@ with min side ``full_resize``: ``[1,3,H,W]``).
 
 Normalisation: pixels are scaled to [0, 1] and normalised per channel with the ImageNet mean ``(0.485, 0.456,
 0.406)`` and std ``(0.229, 0.224, 0.225)``; the PCA lighting uses the standard ImageNet RGB
-eigen-decomposition on the same [0, 1] scale."""
+eigen-decomposition on the same [0, 1] scale.
+
+Two output paths share every random decision. ``TrainTransform.__call__`` / ``EvalTransform.__call__`` return
+normalised float32 (the original path, ``data.worker_output=float32``). ``TrainTransform.sample`` returns the
+``uint8`` crop and its :class:`TrainPlan` (crop position, flip, lighting shift), and ``EvalTransform.views`` the
+``uint8`` views; :mod:`sppnet_exp.data.batches` then normalises and lights whole batches on the device with
+the same operations in the same order, so both paths give the same numbers."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torchvision.transforms.v2 import functional as F
@@ -62,13 +70,28 @@ def normalize(img: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def lighting_shift(std: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The RGB shift ``V (alpha * lambda)``, ``alpha ~ N(0, std)`` of AlexNet's PCA lighting (float ``[3]``)."""
+    alpha = torch.randn(3, generator=generator) * std
+    return PCA_EIGVEC @ (alpha * PCA_EIGVAL)
+
+
 def pca_lighting(img: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """AlexNet PCA lighting on a float [0,1] ``[3,H,W]`` image: add ``V (alpha * lambda)``, alpha~N(0,std)."""
     if std <= 0:
         return img
-    alpha = torch.randn(3, generator=generator) * std
-    shift = PCA_EIGVEC @ (alpha * PCA_EIGVAL)
-    return img + shift.view(3, 1, 1).to(img.dtype)
+    return img + lighting_shift(std, generator).view(3, 1, 1).to(img.dtype)
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """The random decisions for one training image: crop ``(top, left)`` in the resized image, the flip, and
+    the PCA lighting shift (``None`` when lighting is off). Drawn in the order crop, flip, lighting."""
+
+    top: int
+    left: int
+    flip: bool
+    shift: torch.Tensor | None
 
 
 class TrainTransform:
@@ -88,21 +111,38 @@ class TrainTransform:
             raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
         self.resize, self.crop, self.train_crop, self.flip, self.color = resize, crop, train_crop, flip, color
 
-    def __call__(self, img: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``uint8 [3,H,W]`` → normalised float ``[3,crop,crop]`` (torch RNG or ``generator``)."""
-        img = resize_short(img, self.resize)
-        h, w = img.shape[-2:]
+    def plan(self, height: int, width: int, generator: torch.Generator | None = None) -> TrainPlan:
+        """Draw the decisions for an original ``height`` x ``width`` image (torch RNG or ``generator``)."""
+        h, w = resized_size(height, width, self.resize)
         if self.train_crop == "five":
             k = int(torch.randint(5, (1,), generator=generator))
             top, left = five_positions(h, w, self.crop)[k]
         else:
+            if h < self.crop or w < self.crop:
+                raise ValueError(f"image {h}x{w} is smaller than the crop {self.crop}")
             top = int(torch.randint(h - self.crop + 1, (1,), generator=generator))
             left = int(torch.randint(w - self.crop + 1, (1,), generator=generator))
-        img = img[:, top : top + self.crop, left : left + self.crop]
-        if self.flip and bool(torch.rand(1, generator=generator) < 0.5):
-            img = img.flip(-1)
-        x = img.float() / 255.0
-        x = pca_lighting(x, self.color, generator)
+        flip = bool(self.flip and bool(torch.rand(1, generator=generator) < 0.5))
+        shift = lighting_shift(self.color, generator) if self.color > 0 else None
+        return TrainPlan(top, left, flip, shift)
+
+    def apply(self, img: torch.Tensor, plan: TrainPlan) -> torch.Tensor:
+        """The ``uint8 [3,crop,crop]`` crop of ``plan`` (resize, crop, flip; on whatever device ``img`` is)."""
+        img = resize_short(img, self.resize)
+        img = img[:, plan.top : plan.top + self.crop, plan.left : plan.left + self.crop]
+        return img.flip(-1) if plan.flip else img
+
+    def sample(self, img: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, TrainPlan]:
+        """``uint8 [3,H,W]`` → (``uint8 [3,crop,crop]`` contiguous crop, its plan): the worker's uint8 output."""
+        plan = self.plan(img.shape[-2], img.shape[-1], generator)
+        return self.apply(img, plan).contiguous(), plan
+
+    def __call__(self, img: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``uint8 [3,H,W]`` → normalised float ``[3,crop,crop]`` (torch RNG or ``generator``)."""
+        crop, plan = self.sample(img, generator)
+        x = crop.float() / 255.0
+        if plan.shift is not None:
+            x = x + plan.shift.view(3, 1, 1).to(x.dtype)
         return normalize(x)
 
 
@@ -116,18 +156,22 @@ class EvalTransform:
             raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
         self.view, self.resize, self.crop, self.full_resize = view, resize, crop, full_resize
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        """``uint8 [3,H,W]`` → normalised float ``[V,3,h,w]``."""
+    def views(self, img: torch.Tensor) -> torch.Tensor:
+        """``uint8 [3,H,W]`` → its ``uint8 [V,3,h,w]`` views (contiguous; on whatever device ``img`` is)."""
         c = self.crop
         if self.view == "full":
-            return normalize(resize_short(img, self.full_resize)).unsqueeze(0)
+            return resize_short(img, self.full_resize).unsqueeze(0).contiguous()
         img = resize_short(img, self.resize)
         positions = five_positions(img.shape[-2], img.shape[-1], c)
         if self.view == "center":
             top, left = positions[4]
-            return normalize(img[:, top : top + c, left : left + c]).unsqueeze(0)
+            return img[:, top : top + c, left : left + c].unsqueeze(0).contiguous()
         crops = torch.stack([img[:, t : t + c, s : s + c] for t, s in positions])
-        return normalize(torch.cat([crops, crops.flip(-1)]))
+        return torch.cat([crops, crops.flip(-1)])
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        """``uint8 [3,H,W]`` → normalised float ``[V,3,h,w]``."""
+        return normalize(self.views(img))
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """Spatial size of this view for an original image of ``height``x``width``."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
     "Conv",
+    "Float32LRN",
     "Norm",
     "Pool",
     "WithinChannelLRN",
@@ -34,11 +36,26 @@ class WithinChannelLRN(nn.Module):
         self.size, self.alpha, self.beta = size, alpha, beta
 
     def forward(self, x: Tensor) -> Tensor:
-        mean_sq = F.avg_pool2d(x * x, self.size, stride=1, padding=self.size // 2, count_include_pad=True)
-        return x / (1.0 + self.alpha * mean_sq).pow(self.beta)
+        # In float32 even under bf16/fp16 autocast: with alpha = 5e-5, 1 + alpha * mean(x^2) rounds to 1 in
+        # bfloat16 (8-bit mantissa) for most activations, which would turn the normaliser off.
+        xf = _at_least_float32(x)
+        mean_sq = F.avg_pool2d(xf * xf, self.size, stride=1, padding=self.size // 2, count_include_pad=True)
+        return (xf / (1.0 + self.alpha * mean_sq).pow(self.beta)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}"
+
+
+class Float32LRN(nn.LocalResponseNorm):
+    """``nn.LocalResponseNorm`` (across channels) computed in float32 under bf16/fp16 autocast, for the same
+    reason as :class:`WithinChannelLRN`: ``k + alpha * sum(x^2) / n`` loses the small term in bfloat16."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(_at_least_float32(x)).to(x.dtype)
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 @dataclass(frozen=True)
@@ -76,9 +93,9 @@ def make_norm(kind: str) -> nn.Module:
     if kind == "within":
         return WithinChannelLRN(3, alpha=5e-5, beta=0.75)
     if kind == "krizhevsky":
-        return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+        return Float32LRN(5, alpha=1e-4, beta=0.75, k=2.0)
     if kind == "caffe":
-        return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+        return Float32LRN(5, alpha=1e-4, beta=0.75, k=1.0)
     raise ValueError(f"unknown LRN kind {kind!r}; expected within, krizhevsky or caffe")
 
 

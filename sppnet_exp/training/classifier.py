@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,8 +13,14 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection, MinMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 
+from sppnet_exp.data.batches import finish_batch
+from sppnet_exp.data.device_decode import EncodedBatch
 from sppnet_exp.models import build_model
 from sppnet_exp.training.sizes import SizeSchedule
+
+# The batch hooks live in the module on purpose (they also serve loaders passed without a DataModule);
+# Lightning warns about that choice on every fit.
+warnings.filterwarnings("ignore", message=r".*overridden `on_(before|after)_batch_transfer` in `LightningModule` but")
 
 
 def _error_metrics(num_classes: int, multilabel: bool) -> MetricCollection:
@@ -44,7 +51,13 @@ class SPPClassifier(L.LightningModule):
 
     Training crops arrive at the full crop size; the size schedule resizes the whole batch to the epoch's
     size (e.g. 224 → 180: same content, lower resolution), so every DDP rank switches at the same epoch.
-    Tests average softmax scores over the views each test loader yields (10-view, 1-crop or 1-full).
+    Tests average softmax scores over the views each test loader yields (10-view, 1-crop or 1-full); the views
+    of all images of a batch go through the network in one forward pass.
+
+    Batch hooks: ``on_before_batch_transfer`` decodes ``data.decode=gpu`` batches on this module's device
+    (:mod:`sppnet_exp.data.device_decode`); ``on_after_batch_transfer`` normalises uint8 batches and applies
+    their PCA lighting on the device (:mod:`sppnet_exp.data.batches`). ``channels_last`` keeps the network and
+    its inputs in NHWC memory (faster convolutions on tensor cores; the same numbers).
     """
 
     def __init__(
@@ -56,9 +69,11 @@ class SPPClassifier(L.LightningModule):
         optim: dict[str, Any] | None = None,
         eval_views: Sequence[str] = ("10view",),
         seed: int = 0,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["channels_last"])  # a speed setting, not part of the model
+        self.channels_last = bool(channels_last)
         self.net = build_model(**{**model, "num_classes": num_classes})
         self.multilabel = multilabel
         self.sizes = SizeSchedule(
@@ -75,15 +90,35 @@ class SPPClassifier(L.LightningModule):
         self.val_best = MinMetric()
         self.skipped_total = 0
 
+    # -- batches on the device -----------------------------------------------------------------------------
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Decode ``data.decode=gpu`` batches on this module's device (other batches pass through)."""
+        if isinstance(batch, EncodedBatch):
+            return batch.decode(self.device)
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 batches → normalised float (with their PCA lighting), on the device."""
+        return finish_batch(batch)
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def _net(self, x: Tensor) -> Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
     # -- forward ------------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         """Logits for a batch of images N×3×H×W."""
-        return self.net(x)
+        return self._net(x)
 
     def predict_views(self, views: Tensor) -> Tensor:
-        """Scores for B×V×3×H×W: softmax (sigmoid if multi-label) averaged over the V views."""
+        """Scores for B×V×3×H×W: softmax (sigmoid if multi-label) averaged over the V views (one forward)."""
         b, v = views.shape[:2]
-        logits = self.net(views.flatten(0, 1)).view(b, v, -1)
+        logits = self._net(views.flatten(0, 1)).view(b, v, -1)
         probs = logits.sigmoid() if self.multilabel else logits.softmax(-1)
         return probs.mean(1)
 
@@ -105,12 +140,14 @@ class SPPClassifier(L.LightningModule):
         size = self.sizes.size_for_epoch(self.current_epoch)
         if images.shape[-1] != size or images.shape[-2] != size:
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        logits = self.net(images)
+        logits = self._net(images)
         loss = self._loss(logits, targets)
         self.train_loss.update(loss.detach())
         self._update(self.train_metrics, logits.detach(), targets)
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
-        self.log("train/input_size", float(size), on_step=False, on_epoch=True, sync_dist=False)
+        self.log(
+            "train/input_size", float(size), on_step=False, on_epoch=True, sync_dist=False, batch_size=len(targets)
+        )
         return loss
 
     def on_train_epoch_end(self) -> None:

@@ -24,6 +24,7 @@ from sppnet_exp.training.wiring import (
     build_datamodule,
     build_loggers,
     build_trainer,
+    channels_last,
     run_metadata,
 )
 
@@ -59,7 +60,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if training_done:
         if not last_ckpt.exists():
             raise FileNotFoundError(f"{run_dir}: results.json says finished but {last_ckpt} is missing")
-        module = SPPClassifier.load_from_checkpoint(last_ckpt, map_location="cpu", eval_views=views)
+        module = SPPClassifier.load_from_checkpoint(
+            last_ckpt, map_location="cpu", eval_views=views, channels_last=channels_last(cfg)
+        )
     else:
         module = SPPClassifier(
             model=model_kwargs(cfg),
@@ -69,6 +72,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             optim=OmegaConf.to_container(cfg.optim, resolve=True),
             eval_views=views,
             seed=cfg.seed,
+            channels_last=channels_last(cfg),
         )
 
     loggers = build_loggers(cfg)
@@ -95,6 +99,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         train_info = {
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
+            # data.batch_size is the global SGD batch: each of world_size processes takes a share of it.
+            "global_batch": int(datamodule.batch_size),
+            "world_size": int(trainer.world_size),
+            "process_batch": int(datamodule.batch_size) // int(trainer.world_size),
+            "optimizer_steps": trainer.global_step,
+            "optimizer_steps_per_epoch": _steps_per_epoch(trainer),
+            "lr": float(cfg.optim.lr),
+            "file_list": getattr(datamodule, "scan_source", None),  # "scan" or "cache" (rank 0)
             "seconds": round(fit_seconds, 1),
             "skipped_images": module.skipped_total,
             "resumed_from": resume_from,
@@ -143,6 +155,12 @@ def _tables(previous: dict[str, Any] | None, table: str | None) -> list[str]:
 def _add_table(run_dir: Path, previous: dict[str, Any], table: str | None) -> None:
     if table and table not in previous.get("tables", []):
         update_results(run_dir, {"tables": _tables(previous, table)})
+
+
+def _steps_per_epoch(trainer: L.Trainer) -> int | None:
+    """Optimizer steps in one training epoch (Lightning's count of batches per epoch)."""
+    n = trainer.num_training_batches
+    return int(n) if n is not None and n != float("inf") else None
 
 
 def _float(value: Any) -> float | None:

@@ -48,12 +48,23 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     return _instantiate_group(cfg.get("logger"), "logger")
 
 
+# Keys of the trainer group that configure the run around the Trainer, not Trainer arguments.
+NOT_TRAINER_ARGS = ("channels_last",)
+
+
+def channels_last(cfg: DictConfig) -> bool:
+    """Whether the network and its inputs use channels-last memory (``trainer.channels_last``)."""
+    return bool(cfg.trainer.get("channels_last", False))
+
+
 def build_trainer(
     cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger], resume_from: str | None = None
 ) -> L.Trainer:
     """The Trainer of ``cfg.trainer``; a Hydra-aware DDP strategy gets the checkpoint to resume from."""
     node = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(node, dict)
+    for key in NOT_TRAINER_ARGS:
+        node.pop(key, None)
     strategy = node.get("strategy")
     if isinstance(strategy, dict) and "_target_" in strategy:
         if strategy["_target_"].endswith("HydraJobDDPStrategy"):
