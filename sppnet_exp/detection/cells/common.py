@@ -39,12 +39,12 @@ def resolve_device(cfg: DictConfig) -> torch.device:
 
 
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """Lightning Trainer arguments for fine-tuning (single device; the cfg's accelerator and precision)."""
+    """Lightning Trainer arguments for fine-tuning (single device; the cfg's accelerator, ``finetune_precision``)."""
     t = cfg.trainer
     return {
         "accelerator": t.get("accelerator", "auto"),
         "devices": 1,
-        "precision": t.get("precision", "32-true"),
+        "precision": cfg.get("finetune_precision") or t.get("precision", "32-true"),
         "enable_progress_bar": bool(t.get("enable_progress_bar", True)) and bool(cfg.get("progress", True)),
         "default_root_dir": str(cfg.run_dir),
     }
