@@ -125,39 +125,61 @@ def stage_conv5(short: int, windows: int, images: int, scales: tuple[int, ...]) 
     }
 
 
-def stage_finetune(
-    short: int, windows: int, steps: int, scales: tuple[int, ...], chunk_images: int, batch: int
+def stage_prepare_maps(root: str, short: int, windows: int, scales: tuple[int, ...], images: int) -> dict[str, Any]:
+    """conv5 maps (and the mirrored image's) of ``images`` copies of the scene under ``root`` (for the next stage)."""
+    from sppnet_exp.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("zf5").eval()
+    img = _scene(short, windows)[0]
+    cache = _write_maps(Path(root), net, img, scales, [f"im{k}" for k in range(images)])
+    ids = [f"im{k}" for k in range(images)]
+    return {"chunk_bytes_per_image": int((cache.bytes(ids) + cache.bytes(ids, flip=True)) / images)}
+
+
+def stage_finetune_worker(
+    root: str, short: int, windows: int, steps: int, scales: tuple[int, ...], chunk_images: int, batch: int
 ) -> dict[str, Any]:
-    """SPP fine-tuning batches pooled on the fly (random scale, flips) from a chunk of ``chunk_images`` images'
-    maps, as one loader worker makes them: seconds per batch and the chunk's memory."""
+    """What one fine-tuning loader worker does: load a chunk of ``chunk_images`` images' maps (5 scales, both
+    orientations) and pool batches on the fly (random scale, flips). Seconds per batch; RSS before and after."""
+    from sppnet_exp.detection.features.conv_cache import ConvCache
     from sppnet_exp.detection.features.mapping import receptive_field
     from sppnet_exp.detection.features.pooling import PoolingSpec
     from sppnet_exp.detection.finetune.batches import PooledWindows
     from sppnet_exp.models import build_model
 
-    torch.manual_seed(0)
-    net = build_model("zf5").eval()
+    torch.set_num_threads(1)  # as in a loader worker
+    geom = receptive_field(build_model("zf5").features)
     img, boxes, gt = _scene(short, windows)
     roidb = _roidb(img, boxes, gt, chunk_images)
-    spec = PoolingSpec(receptive_field(net.features), tuple(net.levels), scales)
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = _write_maps(Path(tmp), net, img, scales, [w.image_id for w in roidb])
-        before = _rss_gb()
-        source = PooledWindows(cache, spec, True, True, images_per_chunk=chunk_images, steps_per_chunk=steps + 1)
-        kw = {"batch_size": batch, "fg_fraction": 0.25, "fg_thresh": 0.5, "bg_thresh": (0.1, 0.5)}
-        it = iter(source.batches(roidb, np.arange(len(roidb)), kw, steps + 1, seed=0))
-        next(it)  # loads the chunk's maps
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            next(it)
-        s = (time.perf_counter() - t0) / steps
-        chunk_bytes = cache.bytes([w.image_id for w in roidb]) + cache.bytes([w.image_id for w in roidb], flip=True)
-    return {
-        "s_per_batch": s,
-        "chunk_bytes_per_image": int(chunk_bytes / chunk_images),
-        "rss_gb": _rss_gb(),
-        "rss_before_chunk_gb": before,
-    }
+    spec = PoolingSpec(geom, (6, 3, 2, 1), scales)
+    base = _rss_gb()
+    source = PooledWindows(ConvCache(root, scales, "bench"), spec, True, True, chunk_images, steps_per_chunk=steps + 1)
+    kw = {"batch_size": batch, "fg_fraction": 0.25, "fg_thresh": 0.5, "bg_thresh": (0.1, 0.5)}
+    it = iter(source.batches(roidb, np.arange(len(roidb)), kw, steps + 1, seed=0))
+    next(it)  # loads the chunk's maps
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        next(it)
+    return {"s_per_batch": (time.perf_counter() - t0) / steps, "rss_base_gb": base, "rss_gb": _rss_gb()}
+
+
+def stage_finetune_step(batch: int, steps: int) -> dict[str, Any]:
+    """The training process of SPP fine-tuning: fc6, fc7, fc8 (21-way) forward + backward + SGD on 12,800-d
+    batches (the step the workers feed). Seconds per step and RSS."""
+    from sppnet_exp.detection.finetune.fc import FCFineTuner
+
+    torch.manual_seed(0)
+    tuner = FCFineTuner(12800, 4096, 20)
+    opt = torch.optim.SGD(tuner.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+    x, y = torch.randn(batch, 12800), torch.randint(0, 21, (batch,))
+    for k in range(steps + 1):
+        if k == 1:
+            t0 = time.perf_counter()
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(tuner(x), y).backward()
+        opt.step()
+    return {"s_per_step": (time.perf_counter() - t0) / steps, "rss_gb": _rss_gb()}
 
 
 def stage_spp_image(short: int, windows: int, images: int, scales: tuple[int, ...]) -> dict[str, Any]:
@@ -232,6 +254,29 @@ def run_stage(fn: str, **kwargs: Any) -> dict[str, Any]:
     return res
 
 
+def _finetune_stage(
+    short: int, windows: int, steps: int, scales: tuple[int, ...], chunk_images: int, batch: int
+) -> dict[str, Any]:
+    """The worker side (maps prepared, then pooled batches) and the training step, each in its own process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        maps = run_stage(
+            "stage_prepare_maps", root=tmp, short=short, windows=windows, scales=scales, images=chunk_images
+        )
+        worker = run_stage(
+            "stage_finetune_worker", root=tmp, short=short, windows=windows, steps=steps, scales=scales,
+            chunk_images=chunk_images, batch=batch,
+        )  # fmt: skip
+    step = run_stage("stage_finetune_step", batch=batch, steps=max(2, steps // 2))
+    return {
+        "s_per_batch": worker["s_per_batch"],
+        "s_per_step": step["s_per_step"],
+        "chunk_bytes_per_image": maps["chunk_bytes_per_image"],
+        "rss_gb": worker["rss_gb"],
+        "worker_rss_base_gb": worker["rss_base_gb"],
+        "step_rss_gb": step["rss_gb"],
+    }
+
+
 def _paper_settings() -> dict[str, Any]:
     """The paper configuration's settings the estimates depend on (``det_scale=paper``)."""
     from omegaconf import OmegaConf
@@ -264,10 +309,7 @@ def bench_paper_scale(
         "proposals": run_stage("stage_proposals", short=short, windows=windows, images=images),
         "conv5_1scale": run_stage("stage_conv5", short=short, windows=windows, images=images, scales=s1),
         "conv5_5scale": run_stage("stage_conv5", short=short, windows=windows, images=images, scales=s5),
-        "finetune_spp": run_stage(
-            "stage_finetune", short=short, windows=windows, steps=finetune_steps, scales=s5,
-            chunk_images=chunk_images, batch=st["finetune_batch"],
-        ),
+        "finetune_spp": _finetune_stage(short, windows, finetune_steps, s5, chunk_images, st["finetune_batch"]),
         "svm_test_spp_5scale": run_stage("stage_spp_image", short=short, windows=windows, images=images, scales=s5),
         "rcnn_alexnet": run_stage("stage_rcnn_image", short=short, windows=windows, subset=128),
     }  # fmt: skip
@@ -289,13 +331,13 @@ def bench_paper_scale(
     fit_gb = ((max_neg or 0) + gt / 20) * dim * 8 / 1e9  # one class's liblinear input in float64
     store = 2 if st["bbox_store_dtype"] == "float16" else 4
     bbox_gb = (ASSUMED["bbox_examples_per_image"] * n_tv * dim * store + (dim + 1) ** 2 * 8) / 1e9
-    chunk_gb = st["images_per_chunk"] * stages["finetune_spp"]["chunk_bytes_per_image"] / 1e9
+    ft = stages["finetune_spp"]
+    chunk_gb = st["images_per_chunk"] * ft["chunk_bytes_per_image"] / 1e9
     voc_rss = {
         "proposals": stages["proposals"]["rss_gb"],
         "conv5_1scale": stages["conv5_1scale"]["rss_gb"],
         "conv5_5scale": stages["conv5_5scale"]["rss_gb"],
-        "finetune_spp": stages["finetune_spp"]["rss_before_chunk_gb"] * (1 + st["finetune_workers"])
-        + st["finetune_workers"] * chunk_gb,
+        "finetune_spp": ft["step_rss_gb"] + st["finetune_workers"] * (ft["worker_rss_base_gb"] + chunk_gb),
         "svm_spp": stages["svm_test_spp_5scale"]["rss_gb"] + pos_gb + cache_gb + fit_gb,
         "bbox_reg_spp": stages["svm_test_spp_5scale"]["rss_gb"] + bbox_gb,
         "test_spp": stages["svm_test_spp_5scale"]["rss_gb"],
@@ -306,7 +348,7 @@ def bench_paper_scale(
     peak = max(voc_rss.values())
     hours_cpu = {
         "conv5_5scale": stages["conv5_5scale"]["s_per_image"] * (n_all + n_tv) / 3600,
-        "finetune_spp_300k_steps": stages["finetune_spp"]["s_per_batch"] * 300_000 / 3600,
+        "finetune_spp_300k_steps": max(ft["s_per_batch"] / st["finetune_workers"], ft["s_per_step"]) * 300_000 / 3600,
         "svm_mining_pass": stages["svm_test_spp_5scale"]["s_per_image"] * n_tv / 3600,
         "test_pass": stages["svm_test_spp_5scale"]["s_per_image"] * n_te / 3600,
         "rcnn_test_pass": stages["rcnn_alexnet"]["s_per_image"] * n_te / 3600,
@@ -327,8 +369,8 @@ def bench_paper_scale(
             "caches nothing per window at this scale",
             "table10_disk": "as table9 (the same ZF-5's conv5 cache; R-CNN ZF-5 caches nothing)",
             "table12_disk": "two nets' conv5 caches (net 2 has its own pretrained weights) + proposals",
-            "finetune_rss": "main process + workers x (images_per_chunk x chunk bytes per image (5 scales, both "
-            "orientations))",
+            "finetune_rss": "training process (measured step) + workers x (a worker's measured base + images_per_chunk "
+            "x chunk bytes per image (5 scales, both orientations))",
             "svm_rss": "measured per-image pass + positives (GT x sum of row dims x 4 B) + negative caches (20 "
             "classes x max_negatives x sum of row dims x cache bytes) + one class's float64 liblinear input",
             "bbox_rss": "measured per-image pass + examples x pool5 dim x store bytes + the (D+1)^2 float64 Gram",

@@ -299,6 +299,8 @@ def readme_blocks(results: Mapping[str, Any]) -> dict[str, str]:
     blocks = {"bench": "\n".join(lines)}
     if "detection" in results:
         blocks["detection"] = "\n".join([head, "", *_detection(results["detection"])[2:]]).rstrip()
+    if "paper_scale" in results:
+        blocks["paper_scale"] = "\n".join([head, "", *_paper_scale(results["paper_scale"])[2:]]).rstrip()
     return blocks
 
 

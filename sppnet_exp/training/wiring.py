@@ -13,7 +13,6 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.config import REPO_DIR
-from sppnet_exp.utils.env import git_info, host_info, versions
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +81,24 @@ def finish_wandb() -> None:
 
 
 def run_metadata(cfg: DictConfig, trainer: L.Trainer) -> dict[str, Any]:
-    """Identity and provenance of a run, stored in its results.json."""
-    return {
-        "schema": 1,
-        "cell": cfg.cell,
-        "model": cfg.model.name,
-        "mode": cfg.mode.name,
-        "levels": list(cfg.mode.levels),
-        "data": cfg.data.name,
-        "data_root": cfg.data.get("root"),
-        "scale": cfg.scale.name,
-        "seed": int(cfg.seed),
-        "fingerprint": cfg.fingerprint,
-        "run_dir": str(cfg.run_dir),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "versions": versions(),
-        "git": git_info(REPO_DIR),
-        "host": {
-            **host_info(),
-            "world_size": trainer.world_size,
-            "accelerator": type(trainer.accelerator).__name__,
-        },
-    }
+    """Identity and provenance of a run, stored in its results.json (the shared payload of every task)."""
+    from sppnet_exp.reporting.results import make_payload
+
+    payload = make_payload(
+        cell=str(cfg.cell),
+        model=str(cfg.model.name),
+        mode=str(cfg.mode.name),
+        levels=list(cfg.mode.levels),
+        data=str(cfg.data.name),
+        data_root=cfg.data.get("root"),
+        scale=str(cfg.scale.name),
+        seed=int(cfg.seed),
+        fingerprint=str(cfg.fingerprint),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        world_size=int(trainer.world_size),
+        repo_dir=REPO_DIR,
+    )
+    payload["host"]["accelerator"] = type(trainer.accelerator).__name__
+    for key in ("status", "metrics", "train", "tables", "updated"):  # the task sets these
+        payload.pop(key)
+    return {**payload, "task": str(cfg.get("task_name", "train")), "run_dir": str(cfg.run_dir)}
