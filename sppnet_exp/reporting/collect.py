@@ -31,6 +31,7 @@ class Record:
     updated: datetime
     source: str = ""
     fingerprint: str | None = None
+    notes: list[str] = field(default_factory=list)  # a run's own provenance notes (``report_notes``), shown once
 
 
 @dataclass
@@ -102,6 +103,7 @@ def record_from_results(d: Mapping[str, Any], source: str = "") -> Record | None
         updated=_parse_time(d.get("updated")),
         source=source or str(d.get("_path", "")),
         fingerprint=d.get("fingerprint"),
+        notes=[str(n) for n in d.get("report_notes") or []],
     )
 
 
@@ -154,7 +156,10 @@ def select(
         latest_by_key[key] = r
     if superseded:
         notes.append(f"{superseded} older run(s) of the same cell and seed superseded by the latest one")
-    return Collection(records=list(latest_by_key.values()), data=data, scale=scale, notes=notes)
+    kept = list(latest_by_key.values())
+    for n in dict.fromkeys(n for r in kept for n in r.notes):  # each distinct run note once, in run order
+        notes.append(n)
+    return Collection(records=kept, data=data, scale=scale, notes=notes)
 
 
 def aggregate(records: Iterable[Record]) -> dict[tuple[str, str, str], Agg]:

@@ -217,3 +217,37 @@ def test_choose_scales_ties_and_order() -> None:
     assert choose_scales(np.zeros((0, 4)), 10, 10, (224,)).shape == (0,)
     with pytest.raises(ValueError, match="rule"):
         choose_scales(box, 224, 300, (224,), "area")
+
+
+def _mex_cells(box: np.ndarray, geom: RFGeometry, h: int, w: int, offset: float = 6.5) -> list[int]:
+    """A port of the box arithmetic of the authors' ``spm_pool_caffe_mex.cpp`` (lines 111-143): 1-based cells,
+    the left > right fix-up by C integer division, clamping to the map; returned 0-based."""
+    left, right = _scalar_rule(box[0], box[2], "receptive_field", geom, w, offset)
+    top, bottom = _scalar_rule(box[1], box[3], "receptive_field", geom, h, offset)
+    return [left, top, right, bottom]
+
+
+def test_default_mapping_equals_the_authors_mex_on_random_boxes() -> None:
+    """The detection default (config and PoolingSpec) is the rule Appendix A asks for with ZF-5's paddings."""
+    from sppnet_exp.config import compose_config
+    from sppnet_exp.detection.cells.features import spp_spec
+    from sppnet_exp.detection.features.pooling import PoolingSpec
+
+    cfg = compose_config("detect", ["experiment=table9/spp_5scale", "logger=none"])
+    net = build_model("zf5", width=0.25, input_size=112)
+    spec = spp_spec(cfg, net)
+    assert cfg.detector.mapping == "receptive_field" == spec.mapping_rule
+    assert PoolingSpec(spec.geom, (1,), (100,)).mapping_rule == "receptive_field"
+    assert spec.sz_conv == net.feature_map_size(112, 112)[0] == 6
+    assert spp_spec(cfg, build_model("zf5")).sz_conv == 13  # the authors' sz_conv_standard at their 224 crop
+    assert spp_spec(cfg, build_model("overfeat5", head="spp")).sz_conv == 18
+    rng = np.random.default_rng(0)
+    geom = receptive_field(build_model("zf5").features)
+    for scale_hw in ((688, 917), (480, 640), (1200, 1600)):
+        h, w = build_model("zf5").feature_map_size(*scale_hw)
+        x1 = rng.uniform(1, scale_hw[1], 500)
+        y1 = rng.uniform(1, scale_hw[0], 500)
+        boxes = np.stack([x1, y1, rng.uniform(x1, scale_hw[1]), rng.uniform(y1, scale_hw[0])], 1)
+        cells = map_windows(boxes, cfg.detector.mapping, geom, h, w, float(cfg.detector.mapping_offset))
+        for b, c in zip(boxes, cells, strict=True):
+            assert c.tolist() == _mex_cells(b, geom, h, w)

@@ -384,3 +384,26 @@ def test_selective_search_on_bccd(shared_data, tmp_path):
     capped = get_proposals(split, cache_root=tmp_path, workers=2, progress=False, max_proposals=100, stats=again)
     assert again["computed"] == 0 and again["reused"] == 2
     assert all(np.array_equal(capped[k], out[k][:100]) for k in out)
+
+
+def test_load_fast_rcnn_demo_layout_and_detection(tmp_path):
+    """Fast R-CNN's demo files: one ``<id>_boxes.mat`` per image, ``boxes`` 0-based x1 y1 x2 y2 -> 1-based."""
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    zero_based = {"000004": np.array([[0, 0, 39, 29], [5, 6, 50, 60]]), "000007": np.array([[10, 20, 30, 40]])}
+    for image_id, b in zero_based.items():
+        scipy.io.savemat(folder / f"{image_id}_boxes.mat", {"boxes": b.astype(np.float64)})
+    for layout in ("auto", "fast_rcnn"):
+        got = load_rcnn_mat(folder, ["000007", "000004"], layout=layout)
+        for image_id, b in zero_based.items():
+            np.testing.assert_array_equal(got[image_id], b + 1)
+    one = load_rcnn_mat(folder / "000004_boxes.mat", ["000004"])
+    np.testing.assert_array_equal(one["000004"], zero_based["000004"] + 1)
+    with pytest.raises(KeyError, match="000009"):
+        load_rcnn_mat(folder, ["000004", "000009"])
+    # R-CNN's layout is told apart by its variables: images + boxes cells of y1 x1 y2 x2, 1-based
+    mat = tmp_path / "voc_2007_test.mat"
+    _write_rcnn_mat(mat, {"000004": np.array([[1, 2, 30, 40]])})
+    np.testing.assert_array_equal(load_rcnn_mat(mat, ["000004"])["000004"], [[1, 2, 30, 40]])
+    with pytest.raises(ValueError, match="layout"):
+        load_rcnn_mat(mat, ["000004"], layout="caffe")

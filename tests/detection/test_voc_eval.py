@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from sppnet_exp.detection.evaluation.combine import combine_detections
-from sppnet_exp.detection.evaluation.voc_eval import GroundTruth, VOCResult, evaluate_detections, voc_ap
+from sppnet_exp.detection.evaluation.voc_eval import (
+    VOC07_THRESHOLDS,
+    GroundTruth,
+    VOCResult,
+    evaluate_detections,
+    voc_ap,
+)
 from sppnet_exp.detection.structures.detections import Detections
 
 CLASSES = ["a", "b"]
@@ -173,11 +179,11 @@ def test_known_pr_curve_11_point_vs_all_point():
 
 
 def test_recall_exactly_at_thresholds():
-    # 10 GT, 3 TPs and nothing else: recall 3/10 must reach t = 0.3 -> 4 of the 11 points are 1 -> AP 4/11.
-    # (np.arange(0, 1.1, 0.1)[3] = 0.30000000000000004 would give 3/11.)
+    # 10 GT, 3 TPs and nothing else: recall 3/10 does not reach MATLAB's t(4) = 0:0.1:1 (4) = 0.30000000000000004,
+    # so 3 of the 11 points are 1 -> AP 3/11 (as VOCevaldet.m computes it); 0.6 and 0.7 do reach t(7) and t(8).
     g = {str(i): gt([A], [0]) for i in range(10)}
     r = evaluate_detections(dets([(str(i), "a", 1.0 - i / 10, A) for i in range(3)]), g, ["a"])
-    assert r.ap["a"] == pytest.approx(4 / 11)
+    assert r.ap["a"] == pytest.approx(3 / 11)
     assert voc_ap(np.array([0.6]), np.array([1.0])) == pytest.approx(7 / 11)
     assert voc_ap(np.array([0.7]), np.array([1.0])) == pytest.approx(8 / 11)
 
@@ -274,7 +280,7 @@ def _reference_ap(d: Detections, g: dict[str, GroundTruth], classes: list[str], 
             prec = tp / (tp + fp)
         if use07:
             ap = 0.0
-            for t in [k / 10 for k in range(11)]:
+            for t in VOC07_THRESHOLDS:  # MATLAB's 0:0.1:1
                 p = [x for x, r in zip(prec, rec) if r >= t and not math.isnan(x)]
                 ap += (max(p) if p else 0.0) / 11
         else:
@@ -349,3 +355,26 @@ def test_combination_is_per_class_and_per_image_and_capped():
     assert c.scores.tolist() == [4.5, 4.0, 3.5]
     assert len(combine_detections(many_a, many_b, max_per_image=None)) == 10
     assert len(combine_detections(Detections.empty(), Detections.empty())) == 0
+
+
+def test_voc07_thresholds_are_matlabs_colon() -> None:
+    """``0:0.1:1`` as MATLAB computes it: t(4) = 3 * 0.1 = 0.30000000000000004, t(8) = 1 - 3 * 0.1."""
+    from sppnet_exp.detection.evaluation.voc_eval import VOC07_THRESHOLDS, matlab_colon
+
+    t = VOC07_THRESHOLDS
+    assert len(t) == 11 and t[0] == 0.0 and t[-1] == 1.0
+    assert t[3] == 0.30000000000000004 == 3 * 0.1 and t[3] != 3 / 10
+    assert t[7] == 1.0 - 3 * 0.1 and t[5] == 5 * 0.1
+    assert matlab_colon(0.0, 0.25, 1.0).tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_a_recall_of_exactly_three_tenths_misses_the_fourth_threshold() -> None:
+    """10 GT, the first three detections correct, then only false positives: recall reaches exactly 3/10, which
+    MATLAB's t(4) = 0.30000000000000004 excludes, so AP = 3/11 (t = 0, 0.1, 0.2), not 4/11."""
+    from sppnet_exp.detection.evaluation.voc_eval import voc_ap
+
+    tp = np.array([1, 1, 1, 0, 0, 0], dtype=np.float64)
+    rec = np.cumsum(tp) / 10
+    prec = np.cumsum(tp) / np.arange(1, len(tp) + 1)
+    assert rec[2] == 0.3 == 3 / 10
+    assert voc_ap(rec, prec) == pytest.approx(3 / 11, abs=1e-15)

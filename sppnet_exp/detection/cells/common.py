@@ -81,6 +81,51 @@ def data_tag(cfg: DictConfig) -> str:
     return f"{d.name}-" + fingerprint(d.get("root"), d.get("gen"), d.get("classes"), d.get("max_images"))
 
 
+def conv5_tag(cfg: DictConfig) -> str:
+    """Key of the conv5 cache: the pretrained net's identity and the dataset's (scales and orientation are its
+    sub-folders; nothing else changes a map)."""
+    from sppnet_exp.detection.cells.pretrained import pretrained_identity
+
+    return fingerprint(pretrained_identity(cfg), data_tag(cfg))
+
+
+def window_tag(cfg: DictConfig, which: str, size: int, geometry: str) -> str:
+    """Key of R-CNN's per-window feature cache of the ``which`` net ("pre", or "ft": the run's own fine-tuned
+    net): the net, the dataset, the windows (proposal settings) and the warp (size, context, geometry)."""
+    from sppnet_exp.detection.cells.pretrained import pretrained_identity
+
+    run = str(cfg.fingerprint) if which == "ft" else None
+    props = OmegaConf.to_container(cfg.proposals, resolve=True)
+    return "rcnn-" + fingerprint(
+        pretrained_identity(cfg), data_tag(cfg), run, size, int(cfg.detector.padding), geometry, props
+    )
+
+
+def proposal_provenance(cfg: DictConfig) -> tuple[dict[str, Any], str]:
+    """Which proposals a cell uses, for results.json and the report, and whether they are the paper's: at VOC07
+    and the paper's scale the paper used the selective-search boxes R-CNN published (``proposals.source=
+    rcnn_mat``); OpenCV's "fast" mode gives other and fewer boxes, so it is logged as not comparable."""
+    p = cfg.proposals
+    paper_setting = str(cfg.data.name) == "voc07" and str(cfg.scale.name) == "paper"
+    if str(p.source) == "selective_search":
+        what = f"OpenCV selective search ({p.mode} mode, longer side <= {p.get('max_side') or 'as given'})"
+    elif str(p.source) == "rcnn_mat":
+        what = f"R-CNN's published selective-search boxes ({p.path})"
+    else:
+        what = f"precomputed per-image boxes ({p.path})"
+    comparable = not paper_setting or str(p.source) == "rcnn_mat"
+    note = f"proposals: {what}"
+    if paper_setting and not comparable:
+        note += " — not the boxes the paper used (R-CNN's published VOC07 selective search): not comparable"
+        log.warning(
+            "VOC07 at the paper's scale with %s: the paper used R-CNN's published boxes; these numbers are not "
+            "comparable with the paper's (proposals.source=rcnn_mat proposals.path={trainval: ..., test: ...})",
+            what,
+        )
+    info = {"source": str(p.source), "mode": str(p.mode), "path": OmegaConf.to_container(p, resolve=True).get("path")}
+    return {**info, "description": what, "paper_proposals": str(p.source) == "rcnn_mat", "comparable": comparable}, note
+
+
 def load_proposals(cfg: DictConfig, split: Any) -> dict[str, np.ndarray]:
     """The proposals of every image of ``split`` as ``cfg.proposals`` says (computed once and cached, or loaded)."""
     from sppnet_exp.detection.proposals.sources import get_proposals
@@ -100,6 +145,7 @@ def load_proposals(cfg: DictConfig, split: Any) -> dict[str, np.ndarray]:
         max_proposals=p.get("max_proposals"),
         workers=int(cfg.get("workers", 2)),
         progress=bool(cfg.get("progress", True)),
+        layout=str(p.get("layout", "auto")),
     )
 
 

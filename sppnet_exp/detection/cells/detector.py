@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sppnet_exp.config import fingerprint
-from sppnet_exp.detection.cells.common import CellData, data_tag, resolve_device, setup_cell_data, trainer_kwargs
+from sppnet_exp.detection.cells.common import CellData, resolve_device, setup_cell_data, trainer_kwargs
 from sppnet_exp.detection.cells.features import SPPStage, rcnn_features, spp_features
-from sppnet_exp.detection.evaluation.inference import detect_image
-from sppnet_exp.detection.evaluation.testing import TestProtocol, TestRow, detect_rows
+from sppnet_exp.detection.evaluation.protocols import TestProtocol, protocol_state
+from sppnet_exp.detection.evaluation.testing import TestRow, detect_rows
 from sppnet_exp.detection.evaluation.voc_eval import evaluate_and_write
 from sppnet_exp.detection.features.heads import FCHead
 from sppnet_exp.detection.features.windows import WindowFeatures
@@ -86,13 +85,16 @@ def svm_config(cfg: DictConfig) -> SVMConfig:
 
 
 def test_protocol(cfg: DictConfig) -> TestProtocol:
+    """The method's test protocol (``cfg.test`` is ``detector.test``: SPP-net's or R-CNN's rules)."""
     t = cfg.test
     thresh = t.get("score_thresh")
     return TestProtocol(
+        kind=str(t.get("protocol", "spp")),
         score_thresh=None if thresh is None else float(thresh),
         nms=float(t.nms),
         max_per_image=int(t.max_per_image),
         eval_nms=bool(t.get("eval_nms", True)),
+        max_per_set=int(t.get("max_per_set", 40)),
     )
 
 
@@ -105,29 +107,14 @@ def _layer(head: FCHead | None, layer: str, device: torch.device) -> Callable[[t
 
 
 def chance_row(cfg: DictConfig, data: CellData) -> dict[str, float]:
-    """The chance level: the same test proposals with uniformly random scores, through the same NMS/top-k."""
+    """The chance level: the same test proposals with uniformly random scores in [0, 1), through the same test
+    protocol (SPP-net's floor lies below every random score)."""
     rng = np.random.default_rng(int(cfg.seed))
-    p = test_protocol(cfg)
-    dets = [
-        detect_image(
-            w.image_id,
-            w.width,
-            w.height,
-            w.boxes,
-            rng.random((len(w), data.num_classes)),
-            score_thresh=None,
-            nms_thresh=p.nms,
-            max_per_image=p.max_per_image,
-        )
-        for w in data.roidb_test
-    ]
+    state = protocol_state(test_protocol(cfg), len(data.roidb_test))
+    for w in data.roidb_test:
+        state.add(w, rng.random((len(w), data.num_classes)))
     path = Path(cfg.run_dir) / "detections_chance.jsonl"
-    return evaluate_and_write(Detections.from_images(dets, data.classes), data.test, data.classes, path)
-
-
-def pretrained_tag(cfg: DictConfig) -> str:
-    """Identity of the pretrained net (keys the conv5 and window caches)."""
-    return fingerprint(OmegaConf.to_container(cfg.pretrained, resolve=True), cfg.scale.pretrain)
+    return evaluate_and_write(Detections.from_images(state.finish(), data.classes), data.test, data.classes, path)
 
 
 def _finetune_spp(cfg: DictConfig, data: CellData, stage: SPPStage, net: SPPNet, run_dir: Path) -> FCHead:
@@ -170,6 +157,8 @@ def _finetune_rcnn(cfg: DictConfig, data: CellData, net: SPPNet, run_dir: Path) 
     ft = dict(OmegaConf.to_container(cfg.scale.rcnn_finetune, resolve=True))
     ft["seed"] = int(cfg.seed)
     ft["padding"] = int(cfg.detector.padding)
+    ft["geometry"] = str(cfg.detector.get("geometry", "paper"))  # the same warp as feature extraction
+    ft["size"] = cfg.detector.get("input_size")  # R-CNN's crop size (AlexNet 227); None: the net's own
     tuned = finetune_rcnn(
         tuned,
         data.roidb_train,
@@ -264,15 +253,14 @@ def run_detector(
     if not rows:
         return info
     needs_ft = any(ROWS[r].net == "ft" for r in rows)
-    pre_tag = pretrained_tag(cfg)
     t = time.time()
     stage: SPPStage | None = None
     if method == "spp":
         flips = needs_ft and bool(cfg.scale.finetune.get("flip", True))
-        stage = spp_features(cfg, data, net, pre_tag, flips, info)
+        stage = spp_features(cfg, data, net, flips, info)
         sources = {"pre": (stage.train, stage.test)}
     else:
-        sources = {"pre": rcnn_features(cfg, data, net, [pre_tag, data_tag(cfg)], info, "pre")}
+        sources = {"pre": rcnn_features(cfg, data, net, info, "pre")}
     info["stages"]["features_s"] = round(time.time() - t, 1)
     heads: dict[str, FCHead] = {"pre": FCHead.from_fc(net.fc).eval()}
     if needs_ft:
@@ -283,8 +271,7 @@ def run_detector(
         else:
             tuned = _finetune_rcnn(cfg, data, net, run_dir)
             heads["ft"] = FCHead.from_fc(tuned.fc).eval()
-            tags = [pre_tag, data_tag(cfg), str(cfg.fingerprint)]
-            sources["ft"] = rcnn_features(cfg, data, tuned, tags, info, "ft")
+            sources["ft"] = rcnn_features(cfg, data, tuned, info, "ft")
         info["stages"]["finetune_s"] = round(time.time() - t, 1)
     layers = {r: _layer(heads[d.net], d.layer, device) for r, d in ROWS.items() if d.net in heads}
     neg_keep = None

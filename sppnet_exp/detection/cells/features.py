@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from sppnet_exp.config import fingerprint
-from sppnet_exp.detection.cells.common import CellData, conv_trainer_kwargs, data_tag, resolve_device
+from sppnet_exp.detection.cells.common import CellData, conv5_tag, conv_trainer_kwargs, resolve_device, window_tag
 from sppnet_exp.detection.cells.disk import check_free_space, conv5_bytes
 from sppnet_exp.detection.features.conv_cache import ConvCache, build_conv_cache
 from sppnet_exp.detection.features.mapping import receptive_field
@@ -45,7 +44,8 @@ class SPPStage:
 
 
 def spp_spec(cfg: DictConfig, net: SPPNet) -> PoolingSpec:
-    """The pooling spec of ``cfg.detector`` for ``net`` (its own pyramid: fc6 expects it, in its order)."""
+    """The pooling spec of ``cfg.detector`` for ``net``: its own pyramid (fc6 expects it, in its order), and for the
+    authors' scale rule its conv5 size at its training crop (ZF-5 at 224: 13 cells; Overfeat: 18)."""
     det = cfg.detector
     levels = tuple(det.levels) if det.get("levels") else tuple(net.levels)
     if tuple(levels) != tuple(net.levels):
@@ -60,15 +60,16 @@ def spp_spec(cfg: DictConfig, net: SPPNet) -> PoolingSpec:
         mapping_rule=str(det.mapping),
         scale_rule=str(det.scale_rule),
         target=int(det.target_size),
+        sz_conv=int(net.feature_map_size(net.input_size, net.input_size)[0]),
         offset=float(det.get("mapping_offset", 6.5)),
     )
 
 
-def spp_features(cfg: DictConfig, data: CellData, net: SPPNet, pre_tag: str, flips: bool, info: dict) -> SPPStage:
+def spp_features(cfg: DictConfig, data: CellData, net: SPPNet, flips: bool, info: dict) -> SPPStage:
     """Build (or reuse) the conv5 cache of every image — and of the mirrored training images when ``flips`` —
     sharded over the ranks, then return the window sources. Ranks other than 0 exit after their shard."""
     spec = spp_spec(cfg, net)
-    cache = ConvCache(Path(cfg.cache_dir) / "conv5", spec.scales, fingerprint(pre_tag, data_tag(cfg)))
+    cache = ConvCache(Path(cfg.cache_dir) / "conv5", spec.scales, conv5_tag(cfg))
     records = [(split, r) for split in (data.train, data.test) for r in split.records]
     items: list[tuple[str, Any, bool]] = [(r.image_id, r.path, False) for _, r in records]
     if flips:
@@ -105,7 +106,7 @@ def spp_features(cfg: DictConfig, data: CellData, net: SPPNet, pre_tag: str, fli
 
 
 def rcnn_features(
-    cfg: DictConfig, data: CellData, net: SPPNet, tag_parts: list[Any], info: dict, which: str
+    cfg: DictConfig, data: CellData, net: SPPNet, info: dict, which: str
 ) -> tuple[WindowFeatures, WindowFeatures]:
     """R-CNN's train/test pool5 sources of ``net`` (``which``: "pre" or "ft"), cached per window when the
     ``features.window_cache`` option says so."""
@@ -127,8 +128,7 @@ def rcnn_features(
     if not use:
         log.info(f"R-CNN {which} features: recomputed per pass (a window cache would take {nbytes / 1e9:.1f} GB)")
         return sources[0], sources[1]
-    tag = "rcnn-" + fingerprint(*tag_parts, size, int(det.padding), geometry, OmegaConf.to_container(cfg.proposals))
-    root = Path(cfg.cache_dir) / "windows" / tag
+    root = Path(cfg.cache_dir) / "windows" / window_tag(cfg, which, size, geometry)
     log.info(f"R-CNN {which} features: per-window cache of {nbytes / 1e9:.2f} GB in {root}")
     info["disk"] = check_free_space(root, {f"windows_{which}": nbytes}, enabled=bool(cfg.get("disk_check", True)))
     progress = bool(cfg.get("progress", True))

@@ -50,6 +50,28 @@ def _from_checkpoint(path: Path) -> SPPNet:
     return net
 
 
+def pretrained_identity(cfg: DictConfig, pretrained: DictConfig | None = None) -> dict[str, Any]:
+    """What determines the pretrained net's weights — the Table 2 cell's run identity (its train config's
+    fingerprint), or an explicit checkpoint file's path, size and mtime — without loading anything. It keys the
+    caches computed with the net (conv5, R-CNN window features)."""
+    pre = pretrained if pretrained is not None else cfg.pretrained
+    if pre.get("checkpoint"):
+        path = Path(pre.checkpoint)
+        st = path.stat() if path.is_file() else None
+        return {
+            "checkpoint": str(path.resolve()),
+            "bytes": st.st_size if st else None,
+            "mtime_ns": st.st_mtime_ns if st else None,
+        }
+    tcfg = pretrained_train_config(cfg, pre)
+    return {
+        "cell": str(tcfg.cell),
+        "data": str(tcfg.data.name),
+        "root": tcfg.data.get("root"),
+        "fingerprint": str(tcfg.fingerprint),
+    }
+
+
 def load_pretrained(
     cfg: DictConfig, pretrained: DictConfig | None = None, wait_s: float | None = None
 ) -> tuple[SPPNet, dict[str, Any]]:

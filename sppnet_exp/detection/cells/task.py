@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.config import REPO_DIR
 from sppnet_exp.detection.cells.combine import combine_cell
+from sppnet_exp.detection.cells.common import proposal_provenance
 from sppnet_exp.detection.cells.detector import run_detector
 from sppnet_exp.detection.cells.pretrained import load_pretrained
 from sppnet_exp.detection.cells.timing import run_timing
@@ -56,7 +57,8 @@ def _payload(cfg: DictConfig, status: str, previous: dict[str, Any] | None) -> d
         status=status,
     )
     payload["host"]["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    return {**payload, "task": "detect", "run_dir": str(cfg.run_dir)}
+    proposals, note = proposal_provenance(cfg)
+    return {**payload, "task": "detect", "run_dir": str(cfg.run_dir), "proposals": proposals, "report_notes": [note]}
 
 
 def _done_rows(previous: dict[str, Any] | None, run_dir: Path) -> set[str]:

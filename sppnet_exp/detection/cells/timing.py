@@ -56,7 +56,8 @@ def run_timing(cfg: DictConfig) -> tuple[dict[str, dict[str, float]], dict[str, 
         results[name] = time_spp(
             spp_net.features, head, images, boxes, WindowPooler(spec), device=device, warmup=warmup
         )
-    size, padding = int(rcnn_net.input_size), int(cfg.scale.rcnn_padding)
+    rcnn_group = OmegaConf.merge(cfg, {"pretrained": _pretrained_group(str(cfg.detector.rcnn_pretrained))})
+    size, padding = int(rcnn_group.pretrained.get("warp_size") or rcnn_net.input_size), int(cfg.scale.rcnn_padding)
     rcnn_key = f"rcnn_{rcnn_net.name}"
 
     def warp(img: torch.Tensor, bx: np.ndarray) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 Per test image, each pool5 source (SPP-net: one; R-CNN: the pretrained and the fine-tuned net) computes its
 windows' features once on the device; every row applies its layer, scales, scores with its SVMs and runs the
-per-class test protocol (:func:`~.inference.detect_image`: score floor, NMS, top-k, box regression for the
-``_bb`` rows from the regressor's pool5).
+method's test protocol (:mod:`.protocols`: SPP-net's or R-CNN's, box regression for the ``_bb`` rows from the
+regressor's pool5).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 from torch import Tensor
 from tqdm import tqdm
 
-from sppnet_exp.detection.evaluation.inference import detect_image, scores_for
+from sppnet_exp.detection.evaluation.inference import scores_for
+from sppnet_exp.detection.evaluation.protocols import TestProtocol, protocol_state
 from sppnet_exp.detection.features.windows import WindowFeatures
 from sppnet_exp.detection.linear.bbox_reg import BoxRegressor
 from sppnet_exp.detection.linear.svm import LinearDetector, _to_numpy
@@ -23,17 +24,6 @@ from sppnet_exp.detection.structures.detections import ImageDetections
 from sppnet_exp.detection.structures.roidb import ImageWindows
 
 __all__ = ["TestProtocol", "TestRow", "detect_rows"]
-
-
-@dataclass(frozen=True)
-class TestProtocol:
-    """Per class and image: keep scores above ``score_thresh`` (None: all), NMS at ``nms``, the top
-    ``max_per_image``; after box regression NMS again when ``eval_nms`` (the authors' evaluation)."""
-
-    score_thresh: float | None = -1.5
-    nms: float = 0.3
-    max_per_image: int = 100
-    eval_nms: bool = True
 
 
 @dataclass
@@ -58,7 +48,7 @@ def detect_rows(
         for src in (r.features, r.bbox_features):
             if src is not None and not any(src is s for s in sources):
                 sources.append(src)
-    out: dict[str, list[ImageDetections]] = {r.name: [] for r in rows}
+    states = {r.name: protocol_state(protocol, len(roidb)) for r in rows}
     streams = [src.stream(range(len(roidb))) for src in sources]
     for items in tqdm(zip(*streams, strict=True), total=len(roidb), desc="test", disable=not progress):
         i = items[0][0]
@@ -75,18 +65,5 @@ def detect_rows(
                 def regress(keep: np.ndarray, c: int, p5=p5, win=win, reg=reg) -> np.ndarray:  # noqa: ANN001
                     return reg.predict(p5[keep], win.boxes[keep], c + 1)
 
-            out[r.name].append(
-                detect_image(
-                    win.image_id,
-                    win.width,
-                    win.height,
-                    win.boxes,
-                    scores,
-                    score_thresh=protocol.score_thresh,
-                    nms_thresh=protocol.nms,
-                    max_per_image=protocol.max_per_image,
-                    regress=regress,
-                    eval_nms=protocol.eval_nms,
-                )
-            )
-    return out
+            states[r.name].add(win, scores, regress)
+    return {name: state.finish() for name, state in states.items()}

@@ -10,10 +10,10 @@ add cells at the far end, so they do not move ``c``. ZF-5 as built: S 16, offset
 
 Mapping rules (:func:`map_windows`):
 
-* ``"receptive_field"`` (authors' ``spm_pool_caffe_mex.cpp``): 1-based cells
+* ``"receptive_field"`` (the default; authors' ``spm_pool_caffe_mex.cpp``): 1-based cells
   ``left = floor((x1 - offset0 + offset)/S + 0.5) + 1``, ``right = ceil((x2 - offset0 - offset)/S - 0.5) + 1``:
   shrink the window by ``offset`` (6.5) px per side and snap each edge to the nearest cell centre.
-* ``"paper"`` (the default): the v4 formula exactly as printed, ``x' = floor(x/S) + 1`` / ``ceil(x/S) - 1`` with
+* ``"paper"``: the v4 formula exactly as printed, ``x' = floor(x/S) + 1`` / ``ceil(x/S) - 1`` with
   1-based ``x`` and cells, i.e. cell ``x'`` centred at pixel ``S x'`` (true for ``floor(p/2)``-padded nets; for
   ZF-5 it sits 5 px off the real centres). ZF-5, x in [100, 300]: 1-based cells 7..18.
 * ``"paper_offset"`` (arXiv v4 Appendix A with its "proper offset"): ``x' = floor(x/S) + 1`` (left/top), ``x' =

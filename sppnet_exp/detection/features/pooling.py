@@ -39,13 +39,14 @@ __all__ = ["PoolingSpec", "WindowPooler", "direct_is_cheaper"]
 class PoolingSpec:
     """Everything that decides which conv5 cells a window pools and into what: the trunk's geometry, the
     pyramid ``levels`` (fc6's order), the image ``scales``, the mapping and scale-choice rules and their
-    constants (``target``: the paper's 224; ``sz_conv``: the authors' standard window in cells; ``offset``: the
-    authors' 6.5 px shrink)."""
+    constants (``target``: the paper's 224, the training crop; ``sz_conv``: the authors' standard window in cells,
+    the net's conv5 size at its training crop — ZF-5 at 224: 13; ``offset``: the authors' 6.5 px shrink). The
+    default mapping is the receptive-field rule (what Appendix A asks for with this net's paddings)."""
 
     geom: RFGeometry
     levels: tuple[int, ...]
     scales: tuple[int, ...]
-    mapping_rule: str = "paper"
+    mapping_rule: str = "receptive_field"
     scale_rule: str = "paper"
     target: int = 224
     sz_conv: int = 13

@@ -13,7 +13,6 @@ import logging
 import multiprocessing as mp
 import os
 import time
-import uuid
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -23,6 +22,9 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
+
+from sppnet_exp.utils.claims import try_claim, wait_for
+from sppnet_exp.utils.io import atomic_save_npy, atomic_write_text
 
 __all__ = ["ProposalCache"]
 
@@ -67,30 +69,62 @@ def _pool_context() -> mp.context.BaseContext:
     return ctx
 
 
-def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _compute_one(task: tuple[str, str, int, int, str, str, int | None, int]) -> tuple[str, int, float]:
-    """Worker: decode one image, run selective search, write its boxes atomically. Returns (id, K, CPU seconds)."""
+    """Worker: decode one image, run selective search, write its boxes atomically. Returns (id, K, CPU seconds);
+    K = -1 when another process holds the image's claim (it is computing it; the caller waits for it)."""
     from sppnet_exp.data.images import decode_file
     from sppnet_exp.detection.proposals.selective_search import selective_search
 
     image_id, path, width, height, out, mode, max_side, seed = task
-    t0 = time.process_time()
-    img = decode_file(path).permute(1, 2, 0).numpy()
-    if img.shape[:2] != (height, width):
-        raise ValueError(f"image {path} is {img.shape[1]}x{img.shape[0]} but its record says {width}x{height}")
-    boxes = selective_search(img, mode=mode, max_side=max_side, seed=seed)
-    _atomic_save(Path(out), boxes)
-    return image_id, len(boxes), time.process_time() - t0
+    claim = try_claim(out)
+    if claim is None:
+        return image_id, -1, 0.0
+    with claim:
+        if _readable(Path(out)):  # finished by another process since the list was made
+            return image_id, -1, 0.0
+        t0 = time.process_time()
+        img = decode_file(path).permute(1, 2, 0).numpy()
+        if img.shape[:2] != (height, width):
+            raise ValueError(f"image {path} is {img.shape[1]}x{img.shape[0]} but its record says {width}x{height}")
+        boxes = selective_search(img, mode=mode, max_side=max_side, seed=seed)
+        atomic_save_npy(out, boxes)
+        return image_id, len(boxes), time.process_time() - t0
+
+
+def _readable(path: Path) -> bool:
+    """A complete (K, 4) boxes file is there."""
+    try:
+        return _check_boxes(np.load(path, allow_pickle=False), None, None) is None
+    except (OSError, ValueError, EOFError):
+        return False
+
+
+class _Progress:
+    """tqdm's bar (with its ETA) plus a log line with the ETA at every tenth of the work (for logs without a bar)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.bar = tqdm(total=total, desc=desc, unit="img", disable=not enabled)
+        self.total, self.done, self.desc, self.t0 = total, 0, desc, time.perf_counter()
+        self.step = max(1, total // 10)
+
+    def update(self) -> None:
+        self.bar.update(1)
+        self.done += 1
+        if self.done % self.step == 0 and self.done < self.total:
+            rate = self.done / (time.perf_counter() - self.t0)
+            eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+            log.info("%s: %d/%d images, %.2f images/s, ETA %s", self.desc, self.done, self.total, rate, _clock(eta))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _clock(seconds: float) -> str:
+    if seconds != seconds:
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def _check_boxes(arr: Any, width: int | None, height: int | None) -> str | None:
@@ -163,9 +197,7 @@ class ProposalCache:
                 return
             if old.get("method") == self.method and old.get("params") == self.compute_params:
                 return
-        tmp = meta_path.with_name(f"meta.json{_TMP_MARK}{os.getpid()}")
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, meta_path)
+        atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
     def _task(self, image_id: str) -> tuple[str, str, int, int, str, str, int | None, int]:
         path, width, height = self._records[image_id]
@@ -196,7 +228,7 @@ class ProposalCache:
             workers = min(2, os.cpu_count() or 1)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_meta()
-        for stray in self.dir.glob(f"*{_TMP_MARK}*"):
+        for stray in self.dir.glob(f"*{_TMP_MARK}*"):  # left by an old version's killed writer
             stray.unlink(missing_ok=True)
         for rec in split.records:
             image_id = str(rec.image_id)
@@ -212,7 +244,12 @@ class ProposalCache:
                 corrupt += 1
                 log.warning("recomputing proposals of %s: %s is unusable: %s", image_id, self.path(image_id), why)
             todo.append(image_id)
-        counts, worker_s = self._run(todo, workers, progress)
+        counts, worker_s, claimed = self._run(todo, workers, progress)
+        while claimed:  # another process (an array job on the same cache) is computing these: wait, take orphans
+            orphans = wait_for([self.path(i) for i in claimed])
+            left = [p.stem for p in orphans]
+            got, secs, claimed = self._run(left, 1, False) if left else ([], [], [])
+            counts, worker_s = counts + got, worker_s + secs
         seconds = time.perf_counter() - t0
         n_workers = max(1, min(int(workers), len(todo))) if todo else 0
         ips = len(todo) / seconds if todo and seconds > 0 else 0.0
@@ -231,25 +268,34 @@ class ProposalCache:
         log.info("proposals (%s) for %d images: %s", self.method, len(ids), stats)
         return stats
 
-    def _run(self, todo: list[str], workers: int, progress: bool) -> tuple[list[int], list[float]]:
+    def _run(self, todo: list[str], workers: int, progress: bool) -> tuple[list[int], list[float], list[str]]:
+        """Compute ``todo``; returns the box counts and CPU seconds of what this process computed, and the ids
+        another process had claimed."""
         counts: list[int] = []
         secs: list[float] = []
+        claimed: list[str] = []
         if not todo:
-            return counts, secs
-        bar = tqdm(total=len(todo), desc=f"selective search ({self.mode})", unit="img", disable=not progress)
+            return counts, secs, claimed
+        bar = _Progress(len(todo), f"selective search ({self.mode})", progress)
+
+        def record(image_id: str, k: int, s: float) -> None:
+            if k < 0:
+                claimed.append(image_id)
+            else:
+                counts.append(k)
+                secs.append(s)
+            bar.update()
+
         try:
             if workers <= 1 or len(todo) == 1:
                 threads = cv2.getNumThreads()
                 cv2.setNumThreads(1)
                 try:
                     for image_id in todo:
-                        _, k, s = _compute_one(self._task(image_id))
-                        counts.append(k)
-                        secs.append(s)
-                        bar.update(1)
+                        record(*_compute_one(self._task(image_id)))
                 finally:
                     cv2.setNumThreads(threads)
-                return counts, secs
+                return counts, secs, claimed
             ctx = _pool_context()
             n = min(int(workers), len(todo))
             with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker) as pool:
@@ -261,13 +307,10 @@ class ProposalCache:
                             for other in pending:
                                 other.cancel()
                             raise RuntimeError(f"selective search failed: {fut.exception()}") from fut.exception()
-                        _, k, s = fut.result()
-                        counts.append(k)
-                        secs.append(s)
-                        bar.update(1)
+                        record(*fut.result())
         finally:
             bar.close()
-        return counts, secs
+        return counts, secs, claimed
 
     # -- reading
     def get(

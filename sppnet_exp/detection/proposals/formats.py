@@ -1,6 +1,14 @@
-"""Loaders of precomputed proposals: R-CNN's published selective-search ``.mat`` files and a plain per-image
-directory format. Both return ``{image_id: float32 (K, 4)}`` boxes ``x1, y1, x2, y2`` 1-based inclusive, in the
-file's order (the proposal ranking)."""
+"""Loaders of precomputed proposals: ``.mat`` files (R-CNN's published selective-search boxes, or Fast R-CNN's
+per-image demo files) and a plain per-image directory format. All return ``{image_id: float32 (K, 4)}`` boxes
+``x1, y1, x2, y2`` 1-based inclusive, in the file's order (the proposal ranking).
+
+``.mat`` layouts (:data:`MAT_LAYOUTS`, detected from the variables or named):
+
+* ``rcnn``: one file per split (R-CNN's ``selective_search_data/voc_2007_{trainval,test}.mat``) with ``images`` (a
+  cell of ids) and ``boxes`` (a cell of ``[y1 x1 y2 x2]`` 1-based arrays, MATLAB's row/column order);
+* ``fast_rcnn``: one file per image (Fast R-CNN's ``demo/<id>_boxes.mat``) holding ``boxes``, ``[x1 y1 x2 y2]``
+  0-based — a folder of ``<id>_boxes.mat`` / ``<id>.mat`` files, or one such file.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["load_array_dir", "load_rcnn_mat"]
+__all__ = ["MAT_LAYOUTS", "load_array_dir", "load_rcnn_mat"]
+
+MAT_LAYOUTS = ("auto", "rcnn", "fast_rcnn")
 
 
 def _missing_error(missing: list[str], where: Path, total: int) -> KeyError:
@@ -79,12 +89,66 @@ def _read_mat_v73(path: Path) -> tuple[list[str], list[np.ndarray]]:
     return images, boxes
 
 
-def load_rcnn_mat(path: str | Path, image_ids: Iterable[str]) -> dict[str, np.ndarray]:
-    """Proposals of ``image_ids`` from an R-CNN selective-search .mat (``images``: cell of ids, ``boxes``: cell of
-    ``[y1 x1 y2 x2]`` 1-based arrays), converted to ``x1 y1 x2 y2``. v7.3 (HDF5) files need h5py."""
+def _mat_variables(path: Path) -> list[str]:
+    from scipy.io import whosmat
+
+    try:
+        return [name for name, _, _ in whosmat(str(path))]
+    except Exception:  # v7.3 (HDF5) or unreadable: R-CNN's layout is the one published that way
+        return ["images", "boxes"]
+
+
+def _load_fast_rcnn(path: Path, image_ids: list[str]) -> dict[str, np.ndarray]:
+    """Per-image ``boxes`` (0-based x1 y1 x2 y2) from a folder of ``<id>_boxes.mat`` / ``<id>.mat`` or one file."""
+    from scipy.io import loadmat
+
+    files: dict[str, Path] = {}
+    if path.is_dir():
+        for image_id in image_ids:
+            for name in (f"{image_id}_boxes.mat", f"{image_id}.mat"):
+                if (path / name).is_file():
+                    files[image_id] = path / name
+                    break
+    else:
+        stem = path.stem[: -len("_boxes")] if path.stem.endswith("_boxes") else path.stem
+        files = {stem: path} if stem in image_ids else {}
+    missing = [i for i in image_ids if i not in files]
+    if missing:
+        raise _missing_error(missing, path, len(image_ids))
+    out = {}
+    for image_id, file in files.items():
+        data = loadmat(str(file))
+        if "boxes" not in data:
+            keys = sorted(k for k in data if not k.startswith("__"))
+            raise ValueError(f"{file}: no variable 'boxes' (Fast R-CNN's layout); found {keys}")
+        b = np.asarray(data["boxes"], dtype=np.float64)
+        if b.size == 0:
+            out[image_id] = np.zeros((0, 4), np.float32)
+            continue
+        if b.ndim != 2 or b.shape[1] != 4:
+            raise ValueError(f"{file}: 'boxes' has shape {b.shape}, expected (K, 4) x1 y1 x2 y2")
+        out[image_id] = _check_rows(b + 1.0, f"{file}")  # 0-based -> 1-based
+    return out
+
+
+def load_rcnn_mat(path: str | Path, image_ids: Iterable[str], layout: str = "auto") -> dict[str, np.ndarray]:
+    """Proposals of ``image_ids`` from ``.mat`` files in R-CNN's layout (``images`` + ``boxes`` cells of
+    ``[y1 x1 y2 x2]`` 1-based) or Fast R-CNN's (``boxes`` per image, 0-based ``x1 y1 x2 y2``), converted to 1-based
+    ``x1 y1 x2 y2``. ``layout``: one of :data:`MAT_LAYOUTS` (``auto``: a folder, or a file with ``boxes`` but no
+    ``images``, is Fast R-CNN's; anything else R-CNN's). v7.3 (HDF5) files need h5py."""
     path = Path(path)
-    if not path.is_file():
+    if layout not in MAT_LAYOUTS:
+        raise ValueError(f"proposal .mat layout must be one of {MAT_LAYOUTS}, got {layout!r}")
+    if not path.exists():
         raise FileNotFoundError(f"proposal file {path} not found")
+    ids = [str(i) for i in image_ids]
+    if layout == "auto":
+        names = [] if path.is_dir() else _mat_variables(path)
+        layout = "fast_rcnn" if path.is_dir() or ("boxes" in names and "images" not in names) else "rcnn"
+    if layout == "fast_rcnn":
+        return _load_fast_rcnn(path, ids)
+    if not path.is_file():
+        raise FileNotFoundError(f"R-CNN proposal file {path} is not a file (R-CNN's layout is one .mat per split)")
     with open(path, "rb") as fh:
         head = fh.read(128)
     is_v73 = b"MATLAB 7.3" in head or head[:8] == b"\x89HDF\r\n\x1a\n"
@@ -97,7 +161,6 @@ def load_rcnn_mat(path: str | Path, image_ids: Iterable[str]) -> dict[str, np.nd
     if len(images) != len(boxes):
         raise ValueError(f"{path}: {len(images)} image ids but {len(boxes)} box arrays")
     index = {img: i for i, img in enumerate(images)}
-    ids = [str(i) for i in image_ids]
     missing = [i for i in ids if i not in index]
     if missing:
         raise _missing_error(missing, path, len(ids))

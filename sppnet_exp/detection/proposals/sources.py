@@ -38,11 +38,13 @@ def get_proposals(
     progress: bool = True,
     seed: int = 0,
     stats: dict | None = None,
+    layout: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Proposals of every image of ``split`` as ``{image_id: (K, 4) float32}``, clipped and filtered.
 
     ``source``: ``selective_search`` (computed once into ``cache_root``), ``rcnn_mat`` (R-CNN's published .mat
-    at ``path``) or ``array_dir`` (``path/<image_id>.npy|.txt``). ``stats``, when given, is updated with counts.
+    at ``path``, or Fast R-CNN's per-image files: ``layout``) or ``array_dir`` (``path/<image_id>.npy|.txt``).
+    ``stats``, when given, is updated with counts.
     """
     records = list(split.records)
     ids = [str(r.image_id) for r in records]
@@ -56,7 +58,7 @@ def get_proposals(
     elif source in ("rcnn_mat", "array_dir"):
         if path is None:
             raise ValueError(f"proposal source {source!r} needs a path")
-        raw = load_rcnn_mat(path, ids) if source == "rcnn_mat" else load_array_dir(path, ids)
+        raw = load_rcnn_mat(path, ids, layout) if source == "rcnn_mat" else load_array_dir(path, ids)
     else:
         raise ValueError(f"unknown proposal source {source!r}; expected selective_search, rcnn_mat or array_dir")
     out: dict[str, np.ndarray] = {}
