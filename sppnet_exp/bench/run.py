@@ -52,7 +52,7 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "scales_1": (344,),
             "scales_5": (240, 288, 344, 432, 600),
             "rcnn_windows": 32,
-            "linearity_counts": (16, 32),
+            "linearity_counts": (32, 64),
             "min_pairs": 2,
             "max_pairs": 2,
         },

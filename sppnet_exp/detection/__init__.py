@@ -1,12 +1,13 @@
-"""Object detection with SPP-net (paper section 4) and the R-CNN baseline.
+"""Object detection with SPP-net (paper section 4) and the R-CNN baseline, laid out by stage.
 
-Rooms, in pipeline order: ``proposals`` / ``proposal_cache`` / ``proposal_formats`` (selective search, its per-image
-cache, R-CNN's ``.mat`` files),
-``roidb`` (the windows of an image with their overlaps), ``mapping`` (window -> conv5 cells, scale choice),
-``window_spp`` (the pyramid over all windows of an image in one call), ``feature_cache`` (conv5 once per image and
-scale, pool5 per window), ``heads`` (fc6/fc7 on pooled features), ``finetune`` (fc6, fc7, fc8 on cached features),
-``rcnn`` / ``rcnn_finetune`` (the baseline's warped windows and whole-net fine-tuning), ``svm`` (hard-negative
-mining), ``bbox_reg``, ``inference`` (NMS, top 100), ``voc_eval`` (the VOC07 evaluator), ``detections`` (result
-files), ``combine`` (Table 12), ``timing`` / ``timing_task`` (Tables 9/10's time rows), ``pretrained`` (the
-classification net a detector starts from), ``pipeline`` (the detector of one table cell), and ``boxes``.
+* :mod:`.structures` — boxes (IoU, NMS, box encoding), the roidb of an image, detections and their files;
+* :mod:`.proposals` — selective search, its per-image cache, R-CNN's published boxes, filters, one dispatch;
+* :mod:`.features` — window -> conv5 mapping and scale choice, batched window SPP, **the one pooling path**
+  (:mod:`.features.pooling`), the conv5 cache (SPP-net's only per-image feature cache), window features computed
+  on the fly (SPP-net, R-CNN), R-CNN's warping, the fc6/fc7 heads, the optional per-window cache;
+* :mod:`.finetune` — fg/bg sampling, batch sources (pooled on the fly), the fc fine-tuner, R-CNN's fine-tuning;
+* :mod:`.linear` — the SVMs, hard-negative mining, every row mined in one streamed pass, box regression;
+* :mod:`.evaluation` — the methods' test protocols, every row tested in one pass, the VOC07 evaluator, Table 12's
+  combination, timing;
+* :mod:`.cells` — one table cell as a sequence of stages; the only modules that read the Hydra config.
 """

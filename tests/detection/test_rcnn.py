@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from sppnet_exp.data.transforms import normalize
-from sppnet_exp.detection.features.rcnn_features import RCNNFeatures
 from sppnet_exp.detection.features.warping import warp_geometry, warp_windows
+from sppnet_exp.detection.features.windows import RCNNFeatures
 from sppnet_exp.detection.finetune.rcnn import RCNNFineTuner, WarpedWindowDataset, finetune_rcnn, warp_batch
 from sppnet_exp.detection.structures.roidb import build_windows
 from sppnet_exp.models import build_model
@@ -114,8 +114,9 @@ def test_rcnn_features_match_manual_forward(kwargs: dict) -> None:
     boxes = np.array(
         [[1, 1, 60, 40], [30, 20, 119, 90], [50, 50, 70, 80], [5, 60, 40, 90], [2, 2, 120, 90]], np.float32
     )
-    feats = RCNNFeatures(model, images.__getitem__, padding=16, batch_size=2)
-    out = feats(0, boxes)
+    roidb = [SimpleNamespace(boxes=boxes)]
+    feats = RCNNFeatures(model, images.__getitem__, roidb, model.input_size, padding=16, batch_size=2)
+    out = feats.rows(0)
     dim = model.pool.output_dim(model.out_channels)
     assert out.shape == (5, dim) and feats.dim == dim and out.dtype == torch.float32
     if model.head == "nospp":
@@ -124,9 +125,7 @@ def test_rcnn_features_match_manual_forward(kwargs: dict) -> None:
         warped = warp_windows(images[0], boxes, model.input_size, padding=16)
         ref = model.pool(model.features(warped)).flatten(1)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
-    timing = feats.time_image(0, boxes)
-    assert timing["conv_s"] > 0 and timing["warp_s"] > 0 and timing["windows"] == 5
-    assert feats.conv_seconds(images[0], boxes) > 0
+    torch.testing.assert_close(feats.rows(0, np.array([3, 1])), ref[[3, 1]], atol=1e-4, rtol=1e-4)
 
 
 def _scene(seed: int, size: int = 96) -> tuple[torch.Tensor, SimpleNamespace, np.ndarray]:

@@ -1,4 +1,4 @@
-"""fc6/fc7 on cached pool5 features: the layers the SVMs read (``spp_poolX_to_fcX.m``).
+"""fc6/fc7 on pooled window features: the layers the SVMs read (``spp_poolX_to_fcX.m``).
 
 Layer 5 is the pooled conv5 vector itself, layer 6 is ``relu(fc6 x)`` and layer 7 is ``relu(fc7 relu(fc6 x))``. No
 dropout is applied at feature time. The authors' MATLAB code also omits the dropout scaling that their Caffe fork
