@@ -6,7 +6,7 @@ the project's ``ImageNetDataModule`` at the paper's geometry (short side 256, 22
 once with ``worker_output=float32`` (the workers normalise: the original path) and once with ``uint8`` (the
 workers ship uint8 crops; the device normalises). Both loaders run with the same workers, batch and images
 and stay alive (persistent workers); each **side** of a pair is one round of ``batches`` batches from its
-loader (:mod:`.paired`: rounds interleaved A B, B A, ...; ratios per pair).
+loader (:mod:`sppnet_exp.utils.paired`: rounds interleaved A B, B A, ...; ratios per pair).
 
 **Images/s per core** = images of the round / CPU seconds the loader spent on them: the user + system time
 of its worker processes (``/proc/<pid>/stat``) plus that of the main process (``time.process_time``), from
@@ -40,11 +40,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 
-from sppnet_exp.bench.paired import Derived, median_interval, run_pairs
 from sppnet_exp.data.batches import batch_nbytes, finish_batch
 from sppnet_exp.data.device_decode import EncodedBatch
 from sppnet_exp.data.generated import SHAPE_NAMES, render_image
 from sppnet_exp.data.imagenet import ImageNetDataModule
+from sppnet_exp.utils.paired import Derived, median_interval, run_pairs
 
 __all__ = ["SPEEDUP_TARGET", "BYTES_TARGET", "bench_loader", "make_jpegs"]
 

@@ -1,7 +1,7 @@
 """Benchmarks: ``make bench`` → ``outputs/bench/<name>.json`` and ``outputs/bench/summary.md``.
 
 Every comparison runs its sides interleaved in paired rounds and reports per-pair ratios as medians with their
-95% intervals (:mod:`sppnet_exp.bench.paired`); a target is judged on the interval. Benchmarks:
+95% intervals (:mod:`sppnet_exp.utils.paired`); a target is judged on the interval. Benchmarks:
 
 - ``data``, ``train_overhead``, ``spp_head`` (:mod:`.training`): loader images/s, Lightning vs a bare loop,
   the SPP head vs the fixed pool5 head;

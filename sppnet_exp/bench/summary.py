@@ -1,8 +1,8 @@
 """Markdown from benchmark JSON: the summary of one run, the blocks the READMEs quote, two runs side by side.
 
 Every figure is written as ``median [lo, hi]``: the median over pairs (or rounds) and its 95% distribution-free
-interval (:mod:`.paired`). The READMEs quote the published JSON (``experiments/bench/bench.json``) through
-:func:`readme_blocks`, between ``<!-- bench:NAME:begin -->`` and ``<!-- bench:NAME:end -->`` markers, so a
+interval (:mod:`sppnet_exp.utils.paired`). The READMEs quote the published JSON (``experiments/bench/bench.json``)
+through :func:`readme_blocks`, between ``<!-- bench:NAME:begin -->`` and ``<!-- bench:NAME:end -->`` markers, so a
 figure in a README is always the one a run measured, with its interval and machine.
 """
 

@@ -3,8 +3,8 @@
 - ``data``: images/s of the training loader (decode + augment + collate) per worker count, in rounds of batches
   from one running iterator; median over rounds with its interval.
 - ``train_overhead``: the real ``SPPClassifier`` under a Lightning Trainer against a bare PyTorch loop on the same
-  model and the same in-memory batches, in paired rounds (:mod:`.paired`); overhead = 1 − lightning / bare
-  images/s per pair. Target ≤ 5%.
+  model and the same in-memory batches, in paired rounds (:mod:`sppnet_exp.utils.paired`); overhead = 1 −
+  lightning / bare images/s per pair. Target ≤ 5%.
 - ``spp_head``: the SPP head ({6,3,2,1} pooling + fc6) against the fixed pool5 head (6×6 + fc6), forward and
   forward+backward, in paired rounds, on ZF-5 conv5 maps (13×13×256 at paper width, and the embedded width).
 """
@@ -21,12 +21,12 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from sppnet_exp.bench.paired import Derived, median_interval, run_pairs
 from sppnet_exp.models import SpatialPyramidPooling
 from sppnet_exp.models.net import NoSPPPool
 from sppnet_exp.training.classifier import SPPClassifier
 from sppnet_exp.training.task import model_kwargs
 from sppnet_exp.training.wiring import build_datamodule
+from sppnet_exp.utils.paired import Derived, median_interval, run_pairs
 from sppnet_exp.utils.trainer import quiet_trainer
 
 OVERHEAD_TARGET = 0.05

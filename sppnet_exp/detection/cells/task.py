@@ -24,7 +24,7 @@ from sppnet_exp.detection.cells.combine import combine_cell
 from sppnet_exp.detection.cells.common import proposal_provenance
 from sppnet_exp.detection.cells.detector import run_detector
 from sppnet_exp.detection.cells.pretrained import load_pretrained
-from sppnet_exp.detection.cells.timing import run_timing
+from sppnet_exp.detection.cells.timing import run_timing, timing_note
 from sppnet_exp.reporting.results import make_payload, read_results, update_results, write_results
 from sppnet_exp.training.wiring import build_loggers
 from sppnet_exp.utils.dist import is_primary
@@ -116,6 +116,9 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
         for lg in loggers:
             lg.log_metrics({f"{m}/{k}": v for m, vals in timing.items() for k, v in vals.items()})
     info["seconds"] = round(time.time() - start, 1)
+    if method == "timing":
+        notes = [timing_note(info["timed"])]
+        base["report_notes"] = notes + (base["report_notes"] if info["timed"]["geometry"] == "data" else [])
     payload = {**base, "status": "finished", "metrics": metrics, "detect": info}
     write_results(run_dir, payload)
     _log_wandb_table(loggers, metrics)

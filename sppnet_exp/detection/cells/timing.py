@@ -1,4 +1,15 @@
-"""The timing cell of Tables 9/10: SPP 1-scale, SPP 5-scale and R-CNN timed on the same test images and device."""
+"""The timing cell of Tables 9/10: SPP 1-scale, SPP 5-scale and R-CNN timed in paired rounds on one device.
+
+``scale.timing.geometry`` picks what is timed (:mod:`sppnet_exp.detection.evaluation.timing_pairs`):
+
+- ``paper`` (the embedded default): the paper's geometry — full-width nets of the table's architectures with random
+  weights (speed does not depend on trained weights; no pretrained net is trained or loaded), generated 500x375
+  scenes with 2,000 windows, s = 688 and the five scales, 224 crops, R-CNN warps to 227 (AlexNet) or 224 (ZF-5);
+- ``data``: the cell's own pretrained nets on the first test images and their proposals, at the scale's sizes
+  (the paper scale on real VOC 2007).
+
+The results record which weights and which geometry were timed (``detect.timed``) and the report says so.
+"""
 
 from __future__ import annotations
 
@@ -12,60 +23,125 @@ from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.config import config_dir
 from sppnet_exp.detection.cells.common import load_proposals, resolve_device, setup_data
-from sppnet_exp.detection.cells.pretrained import load_pretrained
-from sppnet_exp.detection.evaluation.timing import time_rcnn, time_spp, timing_table
-from sppnet_exp.detection.features.heads import FCHead
-from sppnet_exp.detection.features.mapping import receptive_field
-from sppnet_exp.detection.features.pooling import PoolingSpec, WindowPooler
-from sppnet_exp.detection.features.warping import warp_windows
+from sppnet_exp.detection.cells.features import spp_spec
+from sppnet_exp.detection.cells.pretrained import load_pretrained, pretrained_train_config
+from sppnet_exp.detection.evaluation.timing_pairs import PaperGeometry, paired_timing, paper_items, timing_rows
+from sppnet_exp.detection.features.pooling import PoolingSpec
+from sppnet_exp.models import build_model
+from sppnet_exp.models.net import SPPNet
+from sppnet_exp.training.task import model_kwargs
 
 log = logging.getLogger(__name__)
 
+GEOMETRIES = ("paper", "data")
 
-def _pretrained_group(name: str) -> DictConfig:
-    path = Path(config_dir()) / "pretrained" / f"{name}.yaml"
+
+def _group(kind: str, name: str) -> DictConfig:
+    path = Path(config_dir()) / kind / f"{name}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"unknown pretrained option {name!r} (no {path})")
+        raise FileNotFoundError(f"unknown {kind} option {name!r} (no {path})")
     return OmegaConf.load(path)  # type: ignore[return-value]
 
 
+def _specs(cfg: DictConfig, net: SPPNet, scales: dict[str, Any], target: int) -> tuple[PoolingSpec, PoolingSpec]:
+    """SPP-net's 1- and 5-scale pooling specs with the SPP cells' own rules (detector/spp_1scale.yaml: mapping,
+    scale rule) at the given scales and target size."""
+    rules = OmegaConf.merge(_group("detector", "spp_1scale"), {"target_size": target})
+    specs = []
+    for key in ("scales_1", "scales_5"):
+        det = OmegaConf.merge(rules, {"scales": list(scales[key]), "levels": None})
+        specs.append(spp_spec(OmegaConf.create({"detector": det}), net))
+    return specs[0], specs[1]
+
+
+def _random_net(cfg: DictConfig, pre: DictConfig) -> SPPNet:
+    """The pretrained net's architecture (its `train` config: model, head, pyramid) at full width, at its network's
+    own input size, with random weights: what the paper geometry times."""
+    kw = model_kwargs(pretrained_train_config(cfg, pre))
+    return build_model(kw["name"], head=kw["head"], levels=kw["levels"], width=1.0, pool=kw["pool"]).eval()
+
+
 def run_timing(cfg: DictConfig) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """Time every method on the first ``scale.timing.images`` test images (+ warm-up) with their proposals."""
-
+    """Time every method in paired rounds; returns the table's metrics per method and the run's details."""
+    t = cfg.scale.timing
+    geometry = str(t.get("geometry", "data"))
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"scale.timing.geometry must be one of {GEOMETRIES}, got {geometry!r}")
     device = resolve_device(cfg)
-    spp_net, spp_info = load_pretrained(cfg)
-    rcnn_net, rcnn_info = load_pretrained(cfg, _pretrained_group(str(cfg.detector.rcnn_pretrained)))
-    dm = setup_data(cfg)
-    n = int(cfg.scale.timing.images)
-    warmup = int(cfg.scale.timing.warmup)
-    split = dm.test
-    count = min(len(split), n + warmup)
-    if count <= warmup:
-        raise ValueError(f"timing needs more than {warmup} test images, the split has {len(split)}")
-    props = load_proposals(cfg, split)
-    images = [split.load_image(i) for i in range(count)]
-    boxes = [np.asarray(props[split.records[i].image_id], dtype=np.float32) for i in range(count)]
-    geom = receptive_field(spp_net.features)
-    head = FCHead.from_fc(spp_net.fc)
-    results = {}
-    torch.set_grad_enabled(False)
-    for name, key in (("spp_1scale", "scales_1"), ("spp_5scale", "scales_5")):
-        spec = PoolingSpec(
-            geom, tuple(spp_net.levels), tuple(int(s) for s in cfg.scale[key]), target=int(cfg.scale.target_size)
-        )
-        results[name] = time_spp(
-            spp_net.features, head, images, boxes, WindowPooler(spec), device=device, warmup=warmup
-        )
-    rcnn_group = OmegaConf.merge(cfg, {"pretrained": _pretrained_group(str(cfg.detector.rcnn_pretrained))})
-    size, padding = int(rcnn_group.pretrained.get("warp_size") or rcnn_net.input_size), int(cfg.scale.rcnn_padding)
+    rcnn_pre = _group("pretrained", str(cfg.detector.rcnn_pretrained))
+    warmup = int(t.warmup)
+    targets = {k: float(v) for k, v in (cfg.detector.get("targets") or {}).items()}
+    if geometry == "paper":
+        torch.manual_seed(int(cfg.seed))
+        geom = PaperGeometry(images=int(t.images), seed=int(cfg.seed))
+        spp_net, rcnn_net = _random_net(cfg, cfg.pretrained), _random_net(cfg, rcnn_pre)
+        items = paper_items(geom)
+        spec_1, spec_5 = _specs(cfg, spp_net, {"scales_1": geom.scales_1, "scales_5": geom.scales_5}, geom.target_size)
+        warp_size, padding = int(rcnn_net.input_size), geom.padding
+        pairs = {"min_pairs": int(t.min_pairs), "max_pairs": int(t.max_pairs), "budget_s": t.get("budget_s")}
+        weights = f"random weights, full width: {spp_net.name} (SPP) and {rcnn_net.name} (R-CNN)"
+        where = f"the paper's geometry: {geom.describe()}"
+    else:
+        spp_net, spp_info = load_pretrained(cfg)
+        rcnn_net, rcnn_info = load_pretrained(cfg, rcnn_pre)
+        dm = setup_data(cfg)
+        split = dm.test
+        count = min(len(split), int(t.images) + warmup)
+        if count <= warmup:
+            raise ValueError(f"timing needs more than {warmup} test images, the split has {len(split)}")
+        props = load_proposals(cfg, split)
+        items = [
+            (split.load_image(i), np.asarray(props[split.records[i].image_id], dtype=np.float32)) for i in range(count)
+        ]
+        scales_1, scales_5 = list(cfg.scale.scales_1), list(cfg.scale.scales_5)
+        spec_1, spec_5 = _specs(cfg, spp_net, {"scales_1": scales_1, "scales_5": scales_5}, cfg.scale.target_size)
+        rcnn_group = OmegaConf.merge(cfg, {"pretrained": rcnn_pre})
+        warp_size = int(rcnn_group.pretrained.get("warp_size") or rcnn_net.input_size)
+        padding = int(cfg.scale.rcnn_padding)
+        pairs = {"min_pairs": count - warmup, "max_pairs": count - warmup, "budget_s": None}
+        weights = f"the cells' pretrained nets: {spp_info} (SPP), {rcnn_info} (R-CNN)"
+        where = f"{count - warmup} test images of {cfg.data.name} with their proposals, s = {scales_1} / {scales_5}"
     rcnn_key = f"rcnn_{rcnn_net.name}"
-
-    def warp(img: torch.Tensor, bx: np.ndarray) -> torch.Tensor:
-        return warp_windows(img, bx, size, padding)
-
-    results[rcnn_key] = time_rcnn(rcnn_net, images, boxes, warp, device=device, warmup=warmup)
-    table = timing_table(results, baseline=rcnn_key)
+    res = paired_timing(
+        spp_net,
+        rcnn_net,
+        items,
+        spec_1,
+        spec_5,
+        warp_size=warp_size,
+        padding=padding,
+        rcnn_key=rcnn_key,
+        rcnn_windows=t.get("rcnn_windows"),
+        warmup=warmup,
+        targets=targets,
+        linearity_counts=tuple(int(k) for k in t.get("linearity_counts") or (128, 256, 512)),
+        linearity_rounds=1,
+        device=device,
+        **pairs,
+    )
+    table = timing_rows(res, rcnn_key)
     for k, v in table.items():
         log.info(f"timing {k}: " + ", ".join(f"{m}={x:.4f}" for m, x in v.items()))
-    info = {"device": str(device), "spp_pretrained": spp_info, "rcnn_pretrained": rcnn_info, "images": count - warmup}
+    timed = {"geometry": geometry, "weights": weights, "what": where, "device": str(device)}
+    if res["rcnn_linearity"] is not None:
+        lin = res["rcnn_linearity"]
+        timed["rcnn_scaling"] = (
+            f"R-CNN timed on {res['rcnn_windows_timed']} windows per image and scaled by the window count; its conv "
+            f"cost per window varies {lin['max_deviation']:.1%} over {lin['counts']} windows "
+            f"({'linear' if lin['linear'] else 'NOT linear'} within {lin['tolerance']:.0%})"
+        )
+    info = {
+        "device": str(device),
+        "timed": timed,
+        "timing": {k: res[k] for k in ("derived", "pairs", "stopped", "warmup", "seconds", "rcnn_linearity")},
+        "images": len(items),
+    }
     return table, info
+
+
+def timing_note(timed: dict[str, Any]) -> str:
+    """The report's line on what the timing rows measured."""
+    note = f"Timing rows: {timed['weights']}; {timed['what']}; device {timed['device']}; paired rounds, medians."
+    if timed.get("rcnn_scaling"):
+        note += f" {timed['rcnn_scaling']}."
+    return note

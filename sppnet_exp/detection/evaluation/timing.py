@@ -2,13 +2,13 @@
 
 Conv time: the conv layers (SPP: the whole image at each scale; R-CNN: every warped window). fc time: fc6 and fc7
 of every window. Other: resizing, window mapping and pyramid pooling (SPP) or warping (R-CNN). Proposals are
-excluded, as in the paper. Each phase is synchronised on CUDA; the first ``warmup`` images are not counted.
+excluded, as in the paper. Each phase is synchronised on CUDA. The timing cell and ``make bench`` run these in
+paired rounds (:mod:`.timing_pairs`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -20,35 +20,7 @@ from sppnet_exp.detection.features.mapping import resized_hw
 from sppnet_exp.detection.features.pooling import WindowPooler
 from sppnet_exp.utils.timing import synced_clock
 
-__all__ = ["MethodTiming", "time_rcnn", "time_rcnn_image", "time_spp", "time_spp_image", "timing_table"]
-
-
-@dataclass
-class MethodTiming:
-    """Seconds per image of one method (means over the timed images)."""
-
-    conv: list[float] = field(default_factory=list)
-    fc: list[float] = field(default_factory=list)
-    other: list[float] = field(default_factory=list)
-    windows: list[int] = field(default_factory=list)
-
-    def add(self, image: dict[str, float]) -> None:
-        """Append one image's figures (as :func:`time_spp_image` / :func:`time_rcnn_image` return them)."""
-        self.conv.append(image["conv_s"])
-        self.fc.append(image["fc_s"])
-        self.other.append(image["other_s"])
-        self.windows.append(int(image["windows"]))
-
-    def summary(self) -> dict[str, float]:
-        conv, fc, other = (float(np.mean(x)) if x else float("nan") for x in (self.conv, self.fc, self.other))
-        return {
-            "conv_s": conv,
-            "fc_s": fc,
-            "other_s": other,
-            "total_s": conv + fc + other,
-            "windows": float(np.mean(self.windows)) if self.windows else 0.0,
-            "images": float(len(self.conv)),
-        }
+__all__ = ["time_rcnn_image", "time_spp_image"]
 
 
 class _Clock:
@@ -98,27 +70,6 @@ def time_spp_image(
 
 
 @torch.no_grad()
-def time_spp(
-    features: torch.nn.Module,
-    head: FCHead,
-    images: Sequence[torch.Tensor],
-    boxes: Sequence[np.ndarray],
-    pooler: WindowPooler,
-    device: torch.device | str = "cpu",
-    warmup: int = 1,
-) -> MethodTiming:
-    """Time SPP-net on ``images`` (uint8 [3,H,W]) with their windows; the first ``warmup`` are not counted."""
-    device = torch.device(device)
-    out = MethodTiming()
-    features, head = features.to(device).eval(), head.to(device).eval()
-    for n, (img, bx) in enumerate(zip(images, boxes, strict=True)):
-        t = time_spp_image(features, head, img, bx, pooler, device)
-        if n >= warmup:
-            out.add(t)
-    return out
-
-
-@torch.no_grad()
 def time_rcnn_image(
     net: torch.nn.Module,
     head: FCHead,
@@ -142,36 +93,3 @@ def time_rcnn_image(
         t3 = clock()
         other, conv, fc = other + (t1 - t0), conv + (t2 - t1), fc + (t3 - t2)
     return {"conv_s": conv, "fc_s": fc, "other_s": other, "windows": float(len(boxes))}
-
-
-@torch.no_grad()
-def time_rcnn(
-    net: torch.nn.Module,
-    images: Sequence[torch.Tensor],
-    boxes: Sequence[np.ndarray],
-    warp: Callable[[torch.Tensor, np.ndarray], torch.Tensor],
-    batch_size: int = 128,
-    device: torch.device | str = "cpu",
-    warmup: int = 1,
-) -> MethodTiming:
-    """Time R-CNN on ``images`` with their windows (see :func:`time_rcnn_image`); ``warmup`` images not counted."""
-    device = torch.device(device)
-    out = MethodTiming()
-    net = net.to(device).eval()
-    head = FCHead.from_fc(net.fc).to(device).eval()
-    for n, (img, bx) in enumerate(zip(images, boxes, strict=True)):
-        t = time_rcnn_image(net, head, img, bx, warp, batch_size, device)
-        if n >= warmup:
-            out.add(t)
-    return out
-
-
-def timing_table(results: dict[str, MethodTiming], baseline: str = "rcnn") -> dict[str, dict[str, float]]:
-    """Summaries per method plus speed-ups over ``baseline`` (total and conv only)."""
-    summary = {k: v.summary() for k, v in results.items()}
-    base = summary.get(baseline)
-    for k, s in summary.items():
-        if base is not None and k != baseline:
-            s["speedup"] = base["total_s"] / s["total_s"] if s["total_s"] > 0 else float("nan")
-            s["conv_speedup"] = base["conv_s"] / s["conv_s"] if s["conv_s"] > 0 else float("nan")
-    return summary

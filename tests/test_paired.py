@@ -8,7 +8,7 @@ import statistics
 import numpy as np
 import pytest
 
-from sppnet_exp.bench.paired import (
+from sppnet_exp.utils.paired import (
     MEETS,
     MISSES,
     TOO_FEW,
