@@ -217,3 +217,16 @@ def test_missing_cells_and_bad_schema() -> None:
         check_relation({**rel, "status": "not_reproduced"}, vals, "t", True)
     with pytest.raises(ValueError, match="min or max"):
         check_relation({"metric": "m", "at": {"row": "lo"}}, vals, "t", True)
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_relation_of_every_section_parses_and_selects(table: str) -> None:
+    """Each relation of each section is well formed and its selectors name rows / columns / metrics of the table
+    (with no runs every pair is reported missing, none is "no value of the table matches")."""
+    spec = load_spec(EXPERIMENTS / table / "expected.yaml")
+    values = build_values(spec, {})
+    for name, section in spec.verify.items():
+        for rel in section.get("relations") or []:
+            checks = check_relation(rel, values, table, True)
+            assert checks and not any("no value of the table matches" in c.line for c in checks), (name, rel)
+            assert all(c.verdict in (FAIL, None) for c in checks)
