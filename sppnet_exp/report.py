@@ -1,7 +1,9 @@
 """Turn finished runs into a table in the paper's layout: ``python -m sppnet_exp.report table=table2``.
 
-Prints the table beside the paper's numbers, writes ``experiments/<table>/results.{md,csv}``, logs it to
-W&B as a Table, and with ``verify=true`` exits 1 when a value is outside ``expected.yaml``'s tolerances.
+Prints the table beside the paper's numbers, writes ``experiments/<table>/results.{md,csv}`` and the table's
+pictures (PNG), logs them to W&B (a Table and images), and with ``verify=true`` exits 1 when a check of
+``expected.yaml`` fails: a value outside its tolerance, or one of the paper's relations on the mean over seeds
+(a relation marked not reproduced is printed as such and does not fail).
 """
 
 from __future__ import annotations

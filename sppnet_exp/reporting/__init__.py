@@ -1,8 +1,8 @@
 """Results, collection, rendering and verification of the paper's tables.
 
 Entry point for ``sppnet_exp.report``: :func:`build_report` → :class:`Report` (Markdown/CSV/console text,
-the rows, the verify outcome), then ``Report.to_files(experiments_dir / table)`` and optionally
-``Report.log_to_wandb(...)``.
+the rows, the verify outcome), then ``Report.to_files(experiments_dir / table)`` (``results.md``, ``results.csv``
+and the table's pictures, :mod:`.figures`) and optionally ``Report.log_to_wandb(...)``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sppnet_exp.reporting.collect import Collection, aggregate, load_local, select
+from sppnet_exp.reporting.figures import FigureInputs, render_figures
 from sppnet_exp.reporting.results import (
     RESULTS_FILE,
     deep_merge,
@@ -70,14 +71,25 @@ class Report:
     verify_ok: bool | None = None
     verify_lines: list[str] = field(default_factory=list)
     verify_section: str | None = None
+    inputs: FigureInputs | None = field(default=None, repr=False)  # what the pictures are drawn from
+    figures: list[tuple[str, Path]] = field(default_factory=list)  # (title, PNG) of the pictures drawn
+
+    def draw_figures(self, out_dir: str | os.PathLike[str]) -> list[tuple[str, Path]]:
+        """Draw the spec's pictures into ``out_dir`` (those whose inputs are missing are skipped, logged)."""
+        self.figures = [] if self.inputs is None else render_figures(self.inputs, out_dir)
+        return self.figures
 
     def to_files(self, out_dir: str | os.PathLike[str]) -> list[Path]:
-        """Write ``results.md`` and ``results.csv`` atomically into ``out_dir``."""
+        """Write the pictures, then ``results.md`` (linking them) and ``results.csv``, atomically into ``out_dir``."""
         out = Path(out_dir)
+        figures = self.draw_figures(out)
         md = self.markdown
+        if figures:
+            md += "\n## Figures\n\n" + "\n\n".join(f"![{title}]({p.name})" for title, p in figures) + "\n"
         if self.verify_lines:
             md += "\n## Verification\n\n```\n" + "\n".join(self.verify_lines) + "\n```\n"
-        return [atomic_write_text(out / "results.md", md), atomic_write_text(out / "results.csv", self.csv)]
+        written = [atomic_write_text(out / "results.md", md), atomic_write_text(out / "results.csv", self.csv)]
+        return written + [p for _, p in figures]
 
     def log_to_wandb(
         self,
@@ -87,8 +99,12 @@ class Report:
         entity: str | None = None,
         dir: str | None = None,
     ) -> str | None:
-        """Log the rows as a ``wandb.Table`` in a ``job_type="report"`` run (group default: the spec's)."""
+        """Log the rows as a ``wandb.Table``, the pictures as ``wandb.Image`` and the verify lines in a
+        ``job_type="report"`` run (group default: the spec's). Pictures not drawn yet are drawn into ``dir``."""
         from sppnet_exp.reporting.wandb_io import log_table
+
+        if not self.figures and self.inputs is not None and self.inputs.spec.figures and dir is not None:
+            self.draw_figures(Path(dir) / f"{self.table}-figures")
 
         return log_table(
             self.rows,
@@ -98,6 +114,8 @@ class Report:
             mode=mode,
             entity=entity,
             markdown=self.markdown,
+            images=self.figures,
+            verify_lines=self.verify_lines,
             config={
                 "data": self.data,
                 "scale": self.scale,
@@ -156,6 +174,7 @@ def build_report(
         scale=coll.scale,
         n_runs=len(coll.records),
         notes=notes,
+        inputs=FigureInputs(spec=spec, values=values, aggs=aggs, records=coll.records),
     )
     if verify:
         vr: VerifyResult = verify_values(spec, values, coll.data, coll.scale)

@@ -36,12 +36,19 @@ class Record:
 
 @dataclass
 class Agg:
-    """Mean, sample std (None for n=1) and count of one metric over seeds."""
+    """Mean, sample std (None for n=1) and count of one metric over seeds; ``values[i]`` is seed ``seeds[i]``'s
+    (kept so that two cells run with the same seeds can be compared seed by seed: :mod:`.relations`)."""
 
     mean: float
     std: float | None
     n: int
     seeds: list[int | None] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def se(self) -> float | None:
+        """Standard error of the mean, std / sqrt(n); None for a single seed."""
+        return None if self.std is None else self.std / math.sqrt(self.n)
 
 
 @dataclass
@@ -171,10 +178,10 @@ def aggregate(records: Iterable[Record]) -> dict[tuple[str, str, str], Agg]:
                 values.setdefault((r.cell, view, metric), []).append((v, r.seed))
     out: dict[tuple[str, str, str], Agg] = {}
     for key, vs in values.items():
+        vs = sorted(vs, key=lambda p: (p[1] is None, p[1] if p[1] is not None else 0))
         xs = [v for v, _ in vs]
         n = len(xs)
         mean = sum(xs) / n
         std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else None
-        seeds = sorted((s for _, s in vs), key=lambda s: (s is None, s))
-        out[key] = Agg(mean=mean, std=std, n=n, seeds=seeds)
+        out[key] = Agg(mean=mean, std=std, n=n, seeds=[s for _, s in vs], values=xs)
     return out

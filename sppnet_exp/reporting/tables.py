@@ -21,21 +21,7 @@ import yaml
 from sppnet_exp.reporting.collect import Agg
 
 DASH = "—"
-CSV_COLUMNS = [
-    "table",
-    "row",
-    "column",
-    "metric",
-    "view",
-    "ours",
-    "std",
-    "n",
-    "paper",
-    "diff",
-    "gain",
-    "data",
-    "scale",
-]
+CSV_COLUMNS = ["table", "row", "column", "metric", "view", "ours", "std", "n", "paper", "diff", "gain", "data", "scale"]
 
 
 @dataclass
@@ -78,6 +64,7 @@ class TableSpec:
     baseline_row: str | None
     verify: dict[str, Any]
     path: Path | None = None
+    figures: list[dict[str, Any]] = field(default_factory=list)  # pictures drawn by .figures, each {kind, file, ...}
 
     @property
     def main_rows(self) -> list[Axis]:
@@ -184,7 +171,11 @@ def load_spec(path: str | os.PathLike[str]) -> TableSpec:
         baseline_row=baseline,
         verify=dict(d.get("verify") or {}),
         path=path,
+        figures=[dict(f) for f in d.get("figures") or []],
     )
+    for f in spec.figures:
+        if "kind" not in f or "file" not in f:
+            raise ValueError(f"{path}: a figure needs `kind` and `file`: {f}")
     for block in metrics:
         for c in columns:
             for r in rows:

@@ -7,6 +7,7 @@ have no network), so keep it small and keep its field mapping identical to the l
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from sppnet_exp.reporting.collect import Record, record_from_results
@@ -81,8 +82,11 @@ def log_table(
     markdown: str | None = None,
     config: Mapping[str, Any] | None = None,
     dir: str | None = None,
+    images: Sequence[tuple[str, Path]] = (),
+    verify_lines: Sequence[str] = (),
 ) -> str | None:
-    """Log the report rows as a ``wandb.Table`` in a ``job_type="report"`` run; return its URL (or None)."""
+    """Log the report rows as a ``wandb.Table`` in a ``job_type="report"`` run, with the table's pictures as
+    ``<table>/figures/<name>`` images (caption: the title) and the verify lines; return the run's URL (or None)."""
     import wandb
 
     run = wandb.init(
@@ -101,6 +105,10 @@ def log_table(
         payload: dict[str, Any] = {f"{table}/results": wt}
         if markdown is not None:
             payload[f"{table}/markdown"] = wandb.Html(f"<pre>{_escape(markdown)}</pre>")
+        if verify_lines:
+            payload[f"{table}/verify"] = wandb.Html(f"<pre>{_escape(chr(10).join(verify_lines))}</pre>")
+        for title, path in images:
+            payload[f"{table}/figures/{Path(path).stem}"] = wandb.Image(str(path), caption=title)
         run.log(payload)
         return getattr(run, "url", None)
     finally:

@@ -78,6 +78,8 @@ def test_spp_cell_end_to_end_and_resume(det_cfg: Callable[..., DictConfig]) -> N
         lines = (run_dir / f"detections_{row}.jsonl").read_text().splitlines()
         rec = json.loads(lines[0])
         assert set(rec) == {"image_id", "label", "score", "box"} and len(rec["box"]) == 4
+        pr = json.loads((run_dir / f"pr_{row}.json").read_text())  # the per-class PR points the report draws
+        assert pr["classes"] and all(len(c["recall"]) == len(c["precision"]) for c in pr["classes"].values())
     # The trained net is exactly the one Table 2's cell would use: found, not retrained, by the next cell.
     pre = results["detect"]["pretrained"]
     assert Path(pre["checkpoint"]).is_file() and pre["cell"] == "zf5_spp_single"

@@ -378,3 +378,29 @@ def test_a_recall_of_exactly_three_tenths_misses_the_fourth_threshold() -> None:
     prec = np.cumsum(tp) / np.arange(1, len(tp) + 1)
     assert rec[2] == 0.3 == 3 / 10
     assert voc_ap(rec, prec) == pytest.approx(3 / 11, abs=1e-15)
+
+
+def test_evaluate_and_write_saves_compact_pr_points(tmp_path):
+    """The per-class PR points beside the detections (what the report's PR pictures read), by hand:
+    class a (npos 2): TP, FP, TP -> (recall, precision) after each TP: (0.5, 1), (1, 2/3); class b (npos 1): one FP
+    -> only the last point (0, 0)."""
+    from sppnet_exp.detection.evaluation.voc_eval import evaluate_and_write, pr_path, pr_points, read_pr
+
+    g = {"1": gt([A, [20, 20, 40, 40]], [0, 0]), "2": gt([[5, 5, 50, 50]], [1])}
+    d = dets([("1", "a", 0.9, A), ("1", "a", 0.8, FAR), ("1", "a", 0.7, [20, 20, 40, 40]), ("2", "b", 0.5, FAR)])
+    metrics = evaluate_and_write(d, g, CLASSES, tmp_path / "detections_ftfc7.jsonl")
+    assert pr_path(tmp_path / "detections_ftfc7.jsonl") == tmp_path / "pr_ftfc7.json"
+    pr = read_pr(tmp_path / "pr_ftfc7.json")
+    assert pr["metric"] == "VOC07 11-point" and pr["min_overlap"] == 0.5
+    a, b = pr["classes"]["a"], pr["classes"]["b"]
+    assert a["recall"] == [0.5, 1.0] and a["precision"] == [1.0, 0.6667] and a["npos"] == 2
+    assert a["ap"] == pytest.approx(100 * (6 * 1.0 + 5 * 2 / 3) / 11, abs=1e-3) and a["ap"] == metrics["AP/a"]
+    assert b == {"ap": 0.0, "npos": 1, "recall": [0.0], "precision": [0.0]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["detections_ftfc7.jsonl", "pr_ftfc7.json"]
+    # long curves are thinned evenly to at most max_points, the last point kept
+    n = 300
+    g = {str(i): gt([A], [0]) for i in range(n)}
+    res = evaluate_detections(dets([(str(i), "a", 1.0 - i / n, A) for i in range(n)]), g, CLASSES)
+    pts = pr_points(res, max_points=50)["classes"]["a"]
+    assert len(pts["recall"]) == 50 and pts["recall"][0] == pytest.approx(1 / n, abs=1e-4) and pts["recall"][-1] == 1.0
+    assert "b" not in pr_points(res)["classes"]  # no GT of b: no curve

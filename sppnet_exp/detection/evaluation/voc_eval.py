@@ -23,13 +23,19 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sppnet_exp.detection.structures.detections import Detections, write_detections
+from sppnet_exp.utils.io import atomic_write_json, read_json
 
-__all__ = ["GroundTruth", "VOCResult", "evaluate_detections", "voc_ap"]
+__all__ = ["PR_FILE", "GroundTruth", "VOCResult", "evaluate_detections", "pr_points", "read_pr", "voc_ap"]
+
+# A row's per-class PR points, beside its detections_<row>.jsonl (read by the report's figures).
+PR_FILE = "pr_{row}.json"
+PR_MAX_POINTS = 100
 
 
 @dataclass
@@ -255,13 +261,54 @@ def evaluate_detections(
     return res
 
 
+def pr_points(res: VOCResult, max_points: int = PR_MAX_POINTS) -> dict[str, Any]:
+    """Compact per-class precision-recall curves of ``res``: for each class with ground truth, the (recall,
+    precision) after each true positive (the curve's upper corners) and after the last detection, at most
+    ``max_points`` of them evenly spaced (the last kept), 4 decimals; with the class's AP (%) and npos."""
+    classes: dict[str, Any] = {}
+    for c, ap in res.ap.items():
+        if c in res.no_gt_classes:
+            continue
+        rec, prec = np.asarray(res.recall[c], np.float64), np.asarray(res.precision[c], np.float64)
+        corner = np.r_[rec[:1] > 0, np.diff(rec) > 0] if len(rec) else np.zeros(0, bool)
+        idx = np.flatnonzero(corner & ~np.isnan(prec))
+        if len(rec) and not np.isnan(prec[-1]) and (not len(idx) or idx[-1] != len(rec) - 1):
+            idx = np.r_[idx, len(rec) - 1]
+        if len(idx) > max_points:
+            idx = idx[np.unique(np.linspace(0, len(idx) - 1, max_points).round().astype(int))]
+        classes[c] = {
+            "ap": round(100.0 * float(ap), 3),
+            "npos": int(res.npos[c]),
+            "recall": [round(float(x), 4) for x in rec[idx]],
+            "precision": [round(float(x), 4) for x in prec[idx]],
+        }
+    metric = "VOC07 11-point" if res.use_07_metric else "VOC all-point"
+    return {"metric": metric, "min_overlap": res.min_overlap, "classes": classes}
+
+
+def pr_path(detections_path: str | os.PathLike[str]) -> Path:
+    """The PR points file of a detections file: ``detections_<row>.jsonl`` -> ``pr_<row>.json`` beside it."""
+    p = Path(detections_path)
+    return p.with_name(PR_FILE.format(row=p.stem.removeprefix("detections_")))
+
+
+def read_pr(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A PR points file written by :func:`evaluate_and_write` (``{"classes": {c: {recall, precision, ap}}}``)."""
+    d = read_json(path)
+    if not isinstance(d, dict) or not isinstance(d.get("classes"), dict):
+        raise ValueError(f"{path}: not a PR points file (no 'classes' mapping)")
+    return d
+
+
 def evaluate_and_write(
     dets: Detections, gt: Any, classes: Sequence[str], path: str | os.PathLike[str]
 ) -> dict[str, float]:
-    """Write ``dets`` as a detections file at ``path``, evaluate them with the VOC07 rules; ``{"mAP": .., "AP/<class>":
-    .., "detections": n}`` in percent (classes without non-difficult GT, AP NaN, are left out)."""
+    """Write ``dets`` as a detections file at ``path``, evaluate them with the VOC07 rules and write their per-class
+    PR points beside it (:func:`pr_path`, atomically); ``{"mAP": .., "AP/<class>": .., "detections": n}`` in percent
+    (classes without non-difficult GT, AP NaN, are left out)."""
     write_detections(path, dets)
     res = evaluate_detections(dets, gt, list(classes))
+    atomic_write_json(pr_path(path), pr_points(res), indent=None)
     metrics = {"mAP": round(100.0 * float(res.map), 3)}
     for c, ap in res.ap.items():
         if ap == ap:  # not NaN
