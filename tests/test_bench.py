@@ -94,3 +94,12 @@ def test_publish_rewrites_the_marked_blocks_and_compare_shows_both_runs(tmp_path
     assert json.loads((repo / PUBLISHED).read_text())["meta"] == read_run(REPO / PUBLISHED)["meta"]
     table = compare_markdown(read_run(REPO / PUBLISHED), read_run(REPO / PUBLISHED))
     assert "| intervals overlap |" in table and "**no**" not in table
+
+
+def test_paper_scale_stage_runs_in_process() -> None:
+    """One paper-scale stage at a tiny size, in this process (the full section runs each stage in a subprocess
+    for its own peak RSS and takes minutes): its scene, windows and selective search are the shared ones."""
+    from sppnet_exp.bench.paper_scale import stage_proposals
+
+    r = stage_proposals(short=96, windows=40, images=1)
+    assert r["s_per_image"] > 0 and r["boxes"] > 0 and r["disk_bytes_per_image"] == 40 * 16 + 128 and r["rss_gb"] > 0

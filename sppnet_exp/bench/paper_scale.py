@@ -45,7 +45,7 @@ def _rss_gb() -> float:
 
 
 def _scene(short: int, windows: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    from sppnet_exp.bench.detection import random_windows, scene
+    from sppnet_exp.detection.evaluation.timing_pairs import random_windows, scene
 
     img = scene(short)
     h, w = img.shape[-2:]
@@ -227,7 +227,7 @@ def stage_spp_image(short: int, windows: int, images: int, scales: tuple[int, ..
 
 def stage_rcnn_image(short: int, windows: int, subset: int) -> dict[str, Any]:
     """R-CNN (AlexNet) on one image: ``subset`` windows warped on the device and sent through the net, scaled to
-    all windows by the count (linear in it: :func:`sppnet_exp.bench.detection.rcnn_linearity`)."""
+    all windows by the count (linear in it: :func:`sppnet_exp.detection.evaluation.timing_pairs.rcnn_linearity`)."""
     from sppnet_exp.detection.features.windows import RCNNFeatures
     from sppnet_exp.models import build_model
 
