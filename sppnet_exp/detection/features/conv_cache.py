@@ -210,6 +210,9 @@ class ConvFeatureWriter(L.LightningModule):
         if claim is None:
             self.skipped.append(k)
             return 0
+        if self.cache.has(image_id, self.scales, flip):  # its owner finished and released between the two checks
+            claim.release()
+            return 0
         with claim:
             start = time.perf_counter()
             conv = write_maps(self.features, self.cache, image_id, img, self.scales, flip)
