@@ -41,13 +41,17 @@ def test_embedded_relations_hold(tmp_path: Path, table: str) -> None:
     rep = _verify(tmp_path, table)
     assert rep.verify_section == "embedded"
     assert rep.verify_ok is True, "\n".join(rep.verify_lines)
-    assert not _failed(rep) and not any(NOT_REPRODUCED in ln for ln in rep.verify_lines)
-    # every relation of the section gave at least one counted line, with a standard error beside its figures
     section = yaml.safe_load((EXPERIMENTS / table / "expected.yaml").read_text())["verify"]["embedded"]
+    marked = [r for r in section["relations"] if r.get("status") == "not_reproduced"]
+    assert not _failed(rep) and sum(NOT_REPRODUCED in ln for ln in rep.verify_lines) >= len(marked)
+    # every relation of the section gave at least one counted line, with a standard error beside its figures;
+    # a relation marked not reproduced is printed as such even where the synthetic figures satisfy it
     assert "bounds" not in section
     for rel in section["relations"]:
         checks = check_relation(rel, _values(tmp_path, table), table, True)
-        assert any(c.verdict == OK for c in checks) and all(c.verdict in (OK, None) for c in checks), rel
+        verdict = NOT_REPRODUCED if rel in marked else OK
+        assert any(c.verdict == verdict for c in checks), rel
+        assert all(c.verdict in (verdict, None) for c in checks), rel
     assert all(" SE" in ln or "hold (need" in ln for ln in rep.verify_lines if ln.endswith(" OK"))
 
 
@@ -81,7 +85,7 @@ def test_one_inverted_relation_fails_and_is_named(tmp_path: Path, table: str) ->
     assert rep.verify_ok is False
     failed = _failed(rep)
     assert len(failed) == 1 and name in failed[0], "\n".join(rep.verify_lines)
-    assert rep.verify_lines[-1].endswith("1 failed -> FAILED")
+    assert ", 1 failed" in rep.verify_lines[-1] and rep.verify_lines[-1].endswith("-> FAILED")
 
 
 def test_mean_gain_needs_two_standard_errors(tmp_path: Path) -> None:

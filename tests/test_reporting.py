@@ -520,7 +520,11 @@ def test_table9_rows_with_own_cells_views_metrics(tmp_path: Path) -> None:
     assert rep.verify_ok, rep.verify_lines
     assert any("relation mAP: row=chance < row=ftfc7_bb" in line and line.endswith("OK") for line in rep.verify_lines)
     assert rows[("conv_speedup", "spp_1scale", "conv_speedup")]["paper"] == pytest.approx(169.1)
-    # SPP-net less than 30x faster than R-CNN in total fails the embedded check.
+    # The speed-up targets are documented as not reproduced with AlexNet on a CPU: a miss is printed as such and
+    # does not fail; an accuracy relation that breaks does.
     timing["spp_1scale"]["speedup"] = 0.7
     _run(tmp_path, "timing_alexnet", "zf5", "timing", 0, timing, updated="2030-01-01T00:00:00+00:00")
+    rep = build_report("table9", tmp_path, EXPERIMENTS, verify=True)
+    assert rep.verify_ok and any("column=spp_1scale" in ln and "NOT REPRODUCED" in ln for ln in rep.verify_lines)
+    _run(tmp_path, "spp_5scale", "zf5", "spp", 0, _det_metrics(10.0), updated="2030-01-01T00:00:00+00:00")
     assert not build_report("table9", tmp_path, EXPERIMENTS, verify=True).verify_ok
