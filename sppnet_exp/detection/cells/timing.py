@@ -14,6 +14,7 @@ The results record which weights and which geometry were timed (``detect.timed``
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +44,12 @@ def _group(kind: str, name: str) -> DictConfig:
     return OmegaConf.load(path)  # type: ignore[return-value]
 
 
-def _specs(cfg: DictConfig, net: SPPNet, scales: dict[str, Any], target: int) -> tuple[PoolingSpec, PoolingSpec]:
+def _specs(net: SPPNet, scales: tuple[Sequence[int], Sequence[int]], target: int) -> tuple[PoolingSpec, PoolingSpec]:
     """SPP-net's 1- and 5-scale pooling specs with the SPP cells' own rules (detector/spp_1scale.yaml: mapping,
     scale rule) at the given scales and target size."""
-    rules = OmegaConf.merge(_group("detector", "spp_1scale"), {"target_size": target})
-    specs = []
-    for key in ("scales_1", "scales_5"):
-        det = OmegaConf.merge(rules, {"scales": list(scales[key]), "levels": None})
-        specs.append(spp_spec(OmegaConf.create({"detector": det}), net))
-    return specs[0], specs[1]
+    rules = OmegaConf.merge(_group("detector", "spp_1scale"), {"target_size": int(target), "levels": None})
+    s1, s5 = (OmegaConf.create({"detector": OmegaConf.merge(rules, {"scales": list(sc)})}) for sc in scales)
+    return spp_spec(s1, net), spp_spec(s5, net)
 
 
 def _random_net(cfg: DictConfig, pre: DictConfig) -> SPPNet:
@@ -76,7 +74,7 @@ def run_timing(cfg: DictConfig) -> tuple[dict[str, dict[str, float]], dict[str, 
         geom = PaperGeometry(images=int(t.images), seed=int(cfg.seed))
         spp_net, rcnn_net = _random_net(cfg, cfg.pretrained), _random_net(cfg, rcnn_pre)
         items = paper_items(geom)
-        spec_1, spec_5 = _specs(cfg, spp_net, {"scales_1": geom.scales_1, "scales_5": geom.scales_5}, geom.target_size)
+        spec_1, spec_5 = _specs(spp_net, (geom.scales_1, geom.scales_5), geom.target_size)
         warp_size, padding = int(rcnn_net.input_size), geom.padding
         pairs = {"min_pairs": int(t.min_pairs), "max_pairs": int(t.max_pairs), "budget_s": t.get("budget_s")}
         weights = f"random weights, full width: {spp_net.name} (SPP) and {rcnn_net.name} (R-CNN)"
@@ -94,7 +92,7 @@ def run_timing(cfg: DictConfig) -> tuple[dict[str, dict[str, float]], dict[str, 
             (split.load_image(i), np.asarray(props[split.records[i].image_id], dtype=np.float32)) for i in range(count)
         ]
         scales_1, scales_5 = list(cfg.scale.scales_1), list(cfg.scale.scales_5)
-        spec_1, spec_5 = _specs(cfg, spp_net, {"scales_1": scales_1, "scales_5": scales_5}, cfg.scale.target_size)
+        spec_1, spec_5 = _specs(spp_net, (scales_1, scales_5), cfg.scale.target_size)
         rcnn_group = OmegaConf.merge(cfg, {"pretrained": rcnn_pre})
         warp_size = int(rcnn_group.pretrained.get("warp_size") or rcnn_net.input_size)
         padding = int(cfg.scale.rcnn_padding)
