@@ -46,15 +46,14 @@ def mixed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _dm(root: Path, **kw: object) -> ImageNetDataModule:
-    dm = ImageNetDataModule(root=str(root), eval_views=["10view", "center", "full"], num_workers=0, seed=3, **kw)
+def _dm(root: Path, seed: int = 3, **kw: object) -> ImageNetDataModule:
+    dm = ImageNetDataModule(root=str(root), eval_views=["10view", "center", "full"], num_workers=0, seed=seed, **kw)
     dm.setup()
     return dm
 
 
-def _train_batches(dm: ImageNetDataModule, seed: int = 0) -> list:
-    torch.manual_seed(seed)  # the workers' (here: the main process's) augmentation RNG
-    out = []
+def _train_batches(dm: ImageNetDataModule) -> list:
+    out = []  # augmentations are seeded per (data module seed, epoch, image): no global RNG to set
     for batch in dm.train_dataloader():
         if isinstance(batch, EncodedBatch):
             batch = batch.decode("cpu")
@@ -89,7 +88,8 @@ def test_uint8_and_device_decode_paths_give_the_float32_batches(mixed_root: Path
     assert ref[0][0].dtype == torch.float32 and ref[0][0].shape == (8, 3, 32, 32)
     got = _train_batches(other)
     _assert_same(got, ref)  # bit for bit: same crops, flips and lighting, same arithmetic
-    assert not torch.equal(_train_batches(other, seed=1)[0][0], ref[0][0])  # the test can tell seeds apart
+    reseeded = _dm(mixed_root, seed=4, worker_output="uint8", decode=decode, **GEOMETRY)
+    assert not torch.equal(_train_batches(reseeded)[0][0], ref[0][0])  # the test can tell seeds apart
     ref_eval, got_eval = _eval_batches(f32), _eval_batches(other)
     for view in ("10view", "center", "full"):
         _assert_same(got_eval[view], ref_eval[view])
@@ -100,9 +100,7 @@ def test_uint8_path_with_workers_matches_float32_and_ships_a_quarter_of_the_byte
     common = {**GEOMETRY, "num_workers": 2, "persistent_workers": False}
     f32 = ImageNetDataModule(root=str(mixed_root), worker_output="float32", seed=1, **common)
     u8 = ImageNetDataModule(root=str(mixed_root), worker_output="uint8", seed=1, **common)
-    torch.manual_seed(5)  # the DataLoader draws its workers' base seed from here
-    ref = list(f32.train_dataloader())
-    torch.manual_seed(5)
+    ref = list(f32.train_dataloader())  # two workers, each image's decisions drawn from its own seed
     raw = list(u8.train_dataloader())
     _assert_same([finish_batch(b) for b in raw], ref)
     images, _, _, aug = raw[0]

@@ -351,3 +351,38 @@ def test_pinned_memory_and_persistent_workers_follow_the_trainer(gen_root: Path)
     assert off._loader_kwargs() == {"num_workers": 0, "pin_memory": False, "persistent_workers": False}
     with pytest.raises(ValueError, match="pin_memory"):
         ImageNetDataModule(root=str(gen_root), pin_memory="yes", **SMALL)
+
+
+def _epoch_batches(dm: ImageNetDataModule, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)
+    return [finish_batch(raw)[:2] for raw in loader]
+
+
+def test_augmentations_do_not_depend_on_the_number_of_workers(gen_root: Path) -> None:
+    """Crops, flips and lighting are drawn per (seed, epoch, image): 0 and 2 workers give the same batches, the
+    next epoch and another seed give other ones (without SeededIndices each worker drew from its own stream)."""
+    args = {**SMALL, "batch_size": 6, "color": 0.1}
+    runs = {nw: ImageNetDataModule(root=str(gen_root), seed=3, **{**args, "num_workers": nw}) for nw in (0, 2)}
+    for dm in runs.values():
+        dm.setup("fit")
+    a, b = _epoch_batches(runs[0], 1), _epoch_batches(runs[2], 1)
+    assert len(a) == len(b) == 3
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    assert not torch.equal(_epoch_batches(runs[0], 2)[0][0], a[0][0])
+    other = ImageNetDataModule(root=str(gen_root), seed=4, **{**args, "num_workers": 0})
+    other.setup("fit")
+    assert not all(torch.equal(x, y) for (x, _), (y, _) in zip(_epoch_batches(other, 1), a))
+
+
+def test_loaders_leave_the_global_rng_alone(gen_root: Path) -> None:
+    """Starting an epoch must not consume the global torch RNG (dropout draws from it): before each loader
+    had its own generator, a persistent-worker loader drew its base seed once and a 0-worker loader every epoch."""
+    for nw in (0, 2):
+        dm = ImageNetDataModule(root=str(gen_root), seed=3, **{**SMALL, "num_workers": nw})
+        dm.setup("fit")
+        state = torch.get_rng_state()
+        for loader in (dm.train_dataloader(), dm.val_dataloader()):
+            next(iter(loader))
+        assert torch.equal(state, torch.get_rng_state()), nw

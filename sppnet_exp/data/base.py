@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from sppnet_exp.utils.dist import rank_info
@@ -39,7 +40,7 @@ from .device_decode import EncodedImageList, collate_encoded
 from .file_lists import cache_path, load_or_scan
 from .generated import ensure_generated
 from .images import ImageList, Target, collate_eval, collate_train, image_size
-from .samplers import EpochShuffleSampler, SizeBucketBatchSampler, UnrepeatedDistributedSampler
+from .samplers import EpochShuffleSampler, SeededIndices, SizeBucketBatchSampler, UnrepeatedDistributedSampler
 from .transforms import EVAL_VIEWS, EvalTransform, TrainTransform, resized_size
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,11 @@ class ClassificationDataModule(L.LightningDataModule):
             "persistent_workers": self.persistent_workers and self.num_workers > 0,
         }
 
+    def _loader_generator(self) -> torch.Generator:
+        """A DataLoader's own generator: the loader draws its workers' base seed from it, not from the global
+        RNG, so dropout and everything else seeded globally see the same stream with 0 or N workers."""
+        return torch.Generator().manual_seed(self.seed)
+
     @property
     def process_batch_size(self) -> int:
         """This process's training batch: the global ``batch_size`` divided by the world size."""
@@ -267,6 +273,7 @@ class ClassificationDataModule(L.LightningDataModule):
             )
         else:
             sampler = EpochShuffleSampler(len(dataset), seed=self.seed)
+        sampler = SeededIndices(sampler, seed=self.seed)  # augmentations independent of workers and ranks
         # Drop the last incomplete batch unless the shard is smaller than one batch (tiny test sets).
         drop_last = len(sampler) >= batch
         return DataLoader(
@@ -276,6 +283,7 @@ class ClassificationDataModule(L.LightningDataModule):
             drop_last=drop_last,
             collate_fn=self.train_collate(),
             **self._loader_kwargs(),
+            generator=self._loader_generator(),
         )
 
     def eval_dataset(self, view: str) -> Dataset:
@@ -311,7 +319,13 @@ class ClassificationDataModule(L.LightningDataModule):
         collate = self.eval_collate(view)
         if view == "full":
             batch_sampler = SizeBucketBatchSampler(self.full_sizes, self.eval_batch_size, world, rank)
-            return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, **self._loader_kwargs())
+            return DataLoader(
+                dataset,
+                batch_sampler=batch_sampler,
+                collate_fn=collate,
+                **self._loader_kwargs(),
+                generator=self._loader_generator(),
+            )
         sampler = UnrepeatedDistributedSampler(len(dataset), world, rank)
         return DataLoader(
             dataset,
@@ -319,6 +333,7 @@ class ClassificationDataModule(L.LightningDataModule):
             sampler=sampler,
             collate_fn=collate,
             **self._loader_kwargs(),
+            generator=self._loader_generator(),
         )
 
     def val_dataloader(self) -> DataLoader:

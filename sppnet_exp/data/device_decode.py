@@ -34,6 +34,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from .batches import plans_to_aug
 from .images import ImageDecodeError, Target, _stack_targets, decode_bytes
+from .samplers import split_index
 from .transforms import EvalTransform, TrainPlan, TrainTransform
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,8 @@ class EncodedImageList(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> EncodedItem | None:
+    def __getitem__(self, item: int | tuple[int, int]) -> EncodedItem | None:
+        index, generator = split_index(item)  # (index, seed) from SeededIndices: the plan drawn from that seed
         path, target = self.samples[index]
         try:
             data = read_bytes(path)
@@ -105,7 +107,7 @@ class EncodedImageList(Dataset):
             if size is None:  # the device cannot decode it: the CPU path, in this worker
                 img = decode_bytes(data, str(path))
                 if self.train is not None:
-                    crop, plan = self.train.sample(img)
+                    crop, plan = self.train.sample(img, generator)
                     return EncodedItem(str(path), target, pixels=crop, plan=plan)
                 assert self.view is not None
                 return EncodedItem(str(path), target, pixels=self.view.views(img))
@@ -114,7 +116,7 @@ class EncodedImageList(Dataset):
                 log.warning("skipping unreadable training image %s (%s)", path, exc)
                 return None
             raise
-        plan = self.train.plan(*size) if self.train is not None else None
+        plan = self.train.plan(*size, generator) if self.train is not None else None
         return EncodedItem(str(path), target, data=torch.frombuffer(bytearray(data), dtype=torch.uint8), plan=plan)
 
 

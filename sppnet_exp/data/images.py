@@ -23,6 +23,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 
+from .samplers import split_index
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".ppm", ".tif", ".tiff")
@@ -114,7 +116,10 @@ class ImageList(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target] | None:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, Target] | None:
+        """``item``: an index, or ``(index, seed)`` from :class:`~sppnet_exp.data.samplers.SeededIndices` (the
+        transform then draws its random decisions from a generator seeded so)."""
+        index, generator = split_index(item)
         path, target = self.samples[index]
         try:
             img = decode_file(path)
@@ -123,7 +128,7 @@ class ImageList(Dataset):
                 log.warning("skipping unreadable training image %s (%s)", path, exc)
                 return None
             raise
-        return self.transform(img), target
+        return (self.transform(img) if generator is None else self.transform(img, generator)), target
 
 
 def _stack_targets(targets: list[Any]) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """Samplers: seeded epoch shuffling, un-repeated distributed sharding, size-bucketed batches (full view).
 
 Training under DDP uses ``torch.utils.data.DistributedSampler`` (built by the data module); single-process
-training uses :class:`EpochShuffleSampler`. Both have ``set_epoch``, which Lightning calls every epoch.
+training uses :class:`EpochShuffleSampler`. Both have ``set_epoch``, which Lightning calls every epoch. Either is
+wrapped in :class:`SeededIndices`, which hands each index to the dataset with the seed of its augmentation, so
+the random crops, flips and lighting of an epoch depend on (seed, epoch, image) only, not on how many loader
+workers or ranks drew them.
 Evaluation shards without repetition: every sample is seen exactly once over all ranks (ranks may get one
 batch more or less than each other, so evaluation steps must not run collectives per step)."""
 
@@ -29,6 +32,48 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+AugIndex = tuple[int, int]  # (sample index, seed of its augmentation this epoch)
+
+
+def augmentation_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of sample ``index``'s augmentation in ``epoch`` of a run seeded ``seed`` (63-bit, stable)."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 2_147_483_659 + index)
+    return int(torch.randint(0, 2**62, (1,), generator=g))
+
+
+class SeededIndices(Sampler[AugIndex]):
+    """Wrap an index sampler: yield ``(index, augmentation_seed(seed, epoch, index))``.
+
+    Without it every loader worker draws augmentations from its own RNG stream (seeded by the worker id), so
+    the same seed gives different crops with 0, 1 or 2 workers, or another number of GPUs; with it the crops
+    of a sample are a function of (seed, epoch, index). ``set_epoch`` is forwarded to the inner sampler.
+    """
+
+    def __init__(self, sampler: Sampler[int], seed: int = 0) -> None:
+        self.sampler, self.seed, self.epoch = sampler, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select ``epoch``'s order (inner sampler) and augmentation seeds."""
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[AugIndex]:
+        for index in self.sampler:
+            yield index, augmentation_seed(self.seed, self.epoch, index)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def split_index(item: int | AugIndex) -> tuple[int, torch.Generator | None]:
+    """``index`` or ``(index, seed)`` (from :class:`SeededIndices`) → (index, generator seeded so, or None)."""
+    if isinstance(item, tuple):
+        index, seed = item
+        return int(index), torch.Generator().manual_seed(int(seed))
+    return int(item), None
 
 
 def unrepeated_shard(n: int, world_size: int = 1, rank: int = 0) -> list[int]:
