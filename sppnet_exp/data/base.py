@@ -237,10 +237,10 @@ class ClassificationDataModule(L.LightningDataModule):
             "persistent_workers": self.persistent_workers and self.num_workers > 0,
         }
 
-    def _loader_generator(self) -> torch.Generator:
-        """A DataLoader's own generator: the loader draws its workers' base seed from it, not from the global
-        RNG, so dropout and everything else seeded globally see the same stream with 0 or N workers."""
-        return torch.Generator().manual_seed(self.seed)
+    def _loader(self, dataset: Dataset, **kw: Any) -> DataLoader:
+        """Every loader of this module: the shared settings, and a generator of its own from which it draws its
+        workers' base seed (not from the global RNG, so dropout sees the same stream with 0 or N workers)."""
+        return DataLoader(dataset, **kw, **self._loader_kwargs(), generator=torch.Generator().manual_seed(self.seed))
 
     @property
     def process_batch_size(self) -> int:
@@ -276,14 +276,8 @@ class ClassificationDataModule(L.LightningDataModule):
         sampler = SeededIndices(sampler, seed=self.seed)  # augmentations independent of workers and ranks
         # Drop the last incomplete batch unless the shard is smaller than one batch (tiny test sets).
         drop_last = len(sampler) >= batch
-        return DataLoader(
-            dataset,
-            batch_size=batch,
-            sampler=sampler,
-            drop_last=drop_last,
-            collate_fn=self.train_collate(),
-            **self._loader_kwargs(),
-            generator=self._loader_generator(),
+        return self._loader(
+            dataset, batch_size=batch, sampler=sampler, drop_last=drop_last, collate_fn=self.train_collate()
         )
 
     def eval_dataset(self, view: str) -> Dataset:
@@ -319,22 +313,9 @@ class ClassificationDataModule(L.LightningDataModule):
         collate = self.eval_collate(view)
         if view == "full":
             batch_sampler = SizeBucketBatchSampler(self.full_sizes, self.eval_batch_size, world, rank)
-            return DataLoader(
-                dataset,
-                batch_sampler=batch_sampler,
-                collate_fn=collate,
-                **self._loader_kwargs(),
-                generator=self._loader_generator(),
-            )
+            return self._loader(dataset, batch_sampler=batch_sampler, collate_fn=collate)
         sampler = UnrepeatedDistributedSampler(len(dataset), world, rank)
-        return DataLoader(
-            dataset,
-            batch_size=self.eval_batch_size,
-            sampler=sampler,
-            collate_fn=collate,
-            **self._loader_kwargs(),
-            generator=self._loader_generator(),
-        )
+        return self._loader(dataset, batch_size=self.eval_batch_size, sampler=sampler, collate_fn=collate)
 
     def val_dataloader(self) -> DataLoader:
         """Centre-crop validation batches ``(images[B,1,3,crop,crop], targets)``."""
