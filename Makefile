@@ -11,6 +11,9 @@ ARGS   ?=
 # Overrides for the report step (it picks the most recently updated data/scale by default), e.g. REPORT_ARGS="data=imagenet scale=paper"
 REPORT_ARGS ?=
 PYTEST_ARGS ?=
+# Training seeds of `make table2` / `make table3` (one job per cell x seed; the report shows mean +- std and verify
+# checks the paper's relations on the means, with standard errors): two on the embedded default, e.g. SEEDS=0 for one.
+SEEDS ?= 0,1
 
 TABLE2_CELLS := $(shell printf 'table2/%s,' zf5_nospp zf5_spp_single zf5_spp_multi convnet5_nospp convnet5_spp_single convnet5_spp_multi overfeat5_nospp overfeat5_spp_single overfeat5_spp_multi overfeat7_nospp overfeat7_spp_single overfeat7_spp_multi | sed 's/,$$//')
 TABLE3_CELLS := table3/zf5_spp_single,table3/zf5_spp_multi,table3/overfeat7_spp_single,table3/overfeat7_spp_multi
@@ -34,11 +37,11 @@ lock:  ## re-resolve requirements.in into requirements.lock (with hashes)
 	$(UV) pip compile requirements.in --python-version 3.11 --generate-hashes --no-header -o requirements.lock
 
 table2: $(STAMP)  ## Table 2: 4 networks x 3 modes (multirun), then the report
-	$(PY) -m sppnet_exp.train -m 'experiment=$(TABLE2_CELLS)' $(ARGS)
+	$(PY) -m sppnet_exp.train -m 'experiment=$(TABLE2_CELLS)' seed=$(SEEDS) $(ARGS)
 	$(PY) -m sppnet_exp.report table=table2 $(REPORT_ARGS)
 
 table3: $(STAMP)  ## Table 3: single-view tests of Table 2's checkpoints (trains what is missing)
-	$(PY) -m sppnet_exp.eval -m 'experiment=$(TABLE3_CELLS)' $(ARGS)
+	$(PY) -m sppnet_exp.eval -m 'experiment=$(TABLE3_CELLS)' seed=$(SEEDS) $(ARGS)
 	$(PY) -m sppnet_exp.report table=table3 $(REPORT_ARGS)
 
 table9: $(STAMP)  ## Table 9: SPP 1-sc / 5-sc and R-CNN (AlexNet) detection + timing (multirun), then the report

@@ -81,6 +81,8 @@ def test_fingerprint_tracks_what_changes_results() -> None:
         assert compose("train", overrides=["data.num_workers=7"]).fingerprint == base
         assert compose("train", overrides=["optim.lr=0.02"]).fingerprint != base
         assert compose("train", overrides=["seed=1"]).fingerprint != base
+        assert compose("train", overrides=["data.gen_seed=1"]).fingerprint != base
+        assert compose("train", overrides=["data.gen_train_per_class=50"]).fingerprint != base
         assert compose("train", overrides=["mode.levels=[4,3,2,1]"]).fingerprint != base
 
 

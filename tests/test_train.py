@@ -115,7 +115,7 @@ def test_results_record_batch_world_steps_and_the_cached_file_list(make_cfg: Cal
     info = train(cfg)["train"]
     assert info["global_batch"] == 8 and info["world_size"] == 1 and info["process_batch"] == 8
     assert info["optimizer_steps"] == info["global_step"] == 2 == info["optimizer_steps_per_epoch"]
-    assert info["lr"] == 0.01 and info["file_list"] == "scan"
+    assert info["lr"] == cfg.scale.lr and info["file_list"] == "scan"
     [cache] = list((Path(cfg.paths.runs_root) / "file_lists").glob("imagenet-*.json.gz"))  # beside the runs
     other = make_cfg("experiment=table2/zf5_nospp", "+trainer.limit_train_batches=1", "+trainer.limit_test_batches=1")
     assert train(other)["train"]["file_list"] == "cache"  # another cell reuses the listing

@@ -2,7 +2,8 @@
 
 Each image has a cluttered background drawn like the generated classification data (``data/generated.py``) and
 1..``max_objects`` objects, each one of the first ``num_classes`` SHAPES of that module (same class names,
-``"00_disc"``, ..., so nets pretrained on the classification data transfer), with a random colour, scale (about
+``"00_disc"``, ..., filled with the same class motif, so nets pretrained on the classification data transfer),
+with a random colour, scale (about
 13%-70% of the short side, log-uniform), aspect stretch, mild tilt and position. Objects may overlap a little
 (later ones are painted over earlier ones) and may be cut by the image border.
 
@@ -38,6 +39,7 @@ from .generated import (
     _read_spec,
     build_once,
     class_names,
+    paint_object,
     spec_hash,
 )
 
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DET_GENERATOR_VERSION", "SPLIT_IDS", "ensure_generated_voc", "generated_classes", "render_scene"]
 
-DET_GENERATOR_VERSION = 1
+DET_GENERATOR_VERSION = 2  # 2: objects filled with their class's motif (motifs.py)
 SPLIT_IDS = {"trainval": 0, "test": 1}
 STREAM = 7919  # separates these random streams from the classification generator's
 MIN_SCALE, MAX_SCALE = 0.13, 0.70  # object extent as a fraction of the short side (log-uniform)
@@ -57,15 +59,16 @@ MIN_ANNOTATED, MIN_ANNOTATED_PX = 0.12, 40  # below either: not annotated
 TRUNCATED_BELOW = 0.97  # in-image part of the object below this: truncated
 
 
-def _polygons(rng: np.random.Generator, shape: str, short: int) -> list[tuple[np.ndarray, int]]:
-    """The shape's polygons, scaled, stretched and tilted, centred on the origin (pixels)."""
+def _polygons(rng: np.random.Generator, shape: str, short: int) -> tuple[list[tuple[np.ndarray, int]], np.ndarray]:
+    """The shape's polygons, scaled, stretched and tilted, centred on the origin (pixels), and the matrix
+    (unit -> pixel offsets) that placed them."""
     extent = float(np.exp(rng.uniform(np.log(MIN_SCALE), np.log(MAX_SCALE)))) * short
     stretch = float(np.exp(rng.uniform(np.log(0.6), np.log(1.7))))
     sx, sy = np.sqrt(stretch), 1.0 / np.sqrt(stretch)
     theta = rng.uniform(-0.35, 0.35)
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     mat = rot @ np.diag([sx, sy]) * (extent / 2 / max(sx, sy))
-    return [(pts @ mat.T, val) for pts, val in SHAPES[shape]()]
+    return [(pts @ mat.T, val) for pts, val in SHAPES[shape]()], mat
 
 
 def _place(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -126,7 +129,7 @@ def render_scene(
     placed: list[tuple[int, np.ndarray, int, np.ndarray, np.ndarray]] = []  # class, mask, full area, box, colour
     for _ in range(int(rng.integers(1, max_objects + 1))):
         cls = int(rng.integers(num_classes))
-        polys = _polygons(rng, SHAPE_NAMES[cls], short)
+        polys, mat = _polygons(rng, SHAPE_NAMES[cls], short)
         fill = np.concatenate([p for p, v in polys if v])
         lo, hi = fill.min(0), fill.max(0)
         for _attempt in range(20):
@@ -141,7 +144,7 @@ def render_scene(
             continue
         near = [col for _, _, _, other, col in placed if _overlap(box, other) > 0]
         col = _colour(rng, bg_lum, near)  # touching objects differ in colour, so each stays visible
-        arr = np.where(mask[..., None], col * (1.0 + rng.uniform(-0.25, 0.25) * ys), arr)
+        arr = paint_object(arr, mask, col, rng.uniform(-0.25, 0.25) * ys, cls, mat, centre, rng)
         placed.append((cls, mask, full_area, box, col))
     arr += rng.normal(0, 4.0, (h, w, 1)).astype(np.float32)
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
