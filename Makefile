@@ -54,7 +54,7 @@ table10: $(STAMP)  ## Table 10: SPP vs R-CNN on the same ZF-5 (multirun), then t
 
 table12: $(STAMP)  ## Table 12: two SPP-nets from different seeds and their combination, then the report
 	$(PY) -m sppnet_exp.detect -m 'experiment=$(TABLE12_CELLS)' $(ARGS)
-	$(PY) -m sppnet_exp.detect experiment=table12/combination $(ARGS)
+	$(PY) -m sppnet_exp.detect -m experiment=table12/combination $(ARGS)
 	$(PY) -m sppnet_exp.report table=table12 $(REPORT_ARGS)
 
 verify-table2: $(STAMP)  ## check Table 2 results against experiments/table2/expected.yaml

@@ -4,10 +4,14 @@ holds (the paper's findings, on 3 seeds with a little per-seed noise); tests cha
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
+
+import yaml
 
 from sppnet_exp.reporting import write_results
 
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 Runs = dict[str, dict[str, dict[str, float]]]  # cell -> view -> metric -> value (before the per-seed noise)
 SEEDS = (0, 1, 2)
 MODELS = ["zf5", "convnet5", "overfeat5", "overfeat7"]
@@ -135,3 +139,18 @@ def write_pr_points(root: Path, cells: list[str], rows: list[str], seed: int = 0
                 classes[c] = {"ap": 60.0 - 5 * (i + j), "npos": 10, "recall": recall, "precision": precision}
             path = root / cell / f"{data}-embedded-s{seed}-f00d" / PR_FILE.format(row=row)
             atomic_write_json(path, {"metric": "VOC07 11-point", "min_overlap": 0.5, "classes": classes})
+
+
+def as_stated(root: Path, table: str) -> Path:
+    """An experiments folder holding ``table``'s spec with the not-reproduced marks of its embedded relations
+    removed: the relations as the paper states them, so inverting one must fail even where the embedded default
+    does not show it (the marked relations pass by design)."""
+    exp = root / "experiments-as-stated"
+    shutil.copytree(EXPERIMENTS / table, exp / table)
+    spec_path = exp / table / "expected.yaml"
+    spec = yaml.safe_load(spec_path.read_text())
+    for rel in spec["verify"]["embedded"]["relations"]:
+        rel.pop("status", None)
+        rel.pop("reason", None)
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return exp

@@ -15,7 +15,7 @@ from sppnet_exp.reporting import build_report
 from sppnet_exp.reporting.collect import Agg, aggregate, load_local, select
 from sppnet_exp.reporting.relations import FAIL, NOT_REPRODUCED, OK, check_relation, diff, mean_se
 from sppnet_exp.reporting.tables import CellValue, build_values, load_spec
-from tests.synthetic_tables import runs_of, write_runs
+from tests.synthetic_tables import as_stated, runs_of, write_runs
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TABLES = ["table2", "table3", "table9", "table10", "table12"]
@@ -29,21 +29,6 @@ def _values(root: Path, table: str) -> list[CellValue]:
     """The rendered values of ``table`` from the runs under ``root`` (what verify checks)."""
     spec = load_spec(EXPERIMENTS / table / "expected.yaml")
     return build_values(spec, aggregate(select(load_local(root), spec.cells(), "generated", "embedded").records))
-
-
-def _as_stated(root: Path, table: str) -> Path:
-    """An experiments folder holding ``table``'s spec with the not-reproduced marks of its embedded relations
-    removed: the relations as the paper states them, so inverting one must fail even where the embedded default
-    does not show it (the marked relations pass by design)."""
-    exp = root / "experiments-as-stated"
-    shutil.copytree(EXPERIMENTS / table, exp / table)
-    spec_path = exp / table / "expected.yaml"
-    spec = yaml.safe_load(spec_path.read_text())
-    for rel in spec["verify"]["embedded"]["relations"]:
-        rel.pop("status", None)
-        rel.pop("reason", None)
-    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return exp
 
 
 def _failed(rep) -> list[str]:
@@ -96,7 +81,7 @@ def _invert(table: str) -> tuple[dict, str]:
 def test_one_inverted_relation_fails_and_is_named(tmp_path: Path, table: str) -> None:
     runs, name = _invert(table)
     write_runs(tmp_path / "runs", runs)
-    rep = _verify(tmp_path / "runs", table, _as_stated(tmp_path, table))
+    rep = _verify(tmp_path / "runs", table, as_stated(tmp_path, table))
     assert rep.verify_ok is False
     failed = _failed(rep)
     assert len(failed) == 1 and name in failed[0], "\n".join(rep.verify_lines)
@@ -113,7 +98,7 @@ def test_mean_gain_needs_two_standard_errors(tmp_path: Path) -> None:
             runs[f"{m}_spp_single"]["10view"]["top1_err"] = a - 0.3 + jump
             runs[f"{m}_spp_multi"]["10view"]["top1_err"] = a - 3.3
         write_runs(tmp_path / "runs", runs, seeds=(seed,))
-    rep = _verify(tmp_path / "runs", "table2", _as_stated(tmp_path, "table2"))
+    rep = _verify(tmp_path / "runs", "table2", as_stated(tmp_path, "table2"))
     lines = rep.verify_lines
     assert any("row=spp_single < row=nospp in at least 3 pairs: 4 of 4 hold (need 3) OK" in ln for ln in lines)
     failed = _failed(rep)
