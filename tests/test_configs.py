@@ -164,3 +164,21 @@ def test_gpu_trainers_default_to_bf16_and_channels_last(tmp_path: Path) -> None:
         gpu = compose("train", overrides=["trainer=gpu", "trainer.accelerator=cpu", f"paths.output_dir={tmp_path}"])
     t = build_trainer(gpu, callbacks=[], loggers=[])  # channels_last is not passed to the Trainer
     assert "bf16" in str(t.precision_plugin.precision)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "model", "mode"),
+    [("table9/rcnn_alexnet", "alexnet", "nospp"), ("table9/spp_5scale", "zf5", "spp_single")],
+)
+def test_pretrained_overrides_add_to_the_net_never_replace_it(experiment: str, model: str, mode: str) -> None:
+    """`pretrained.overrides` from the command line (another generator seed, an ImageNet root) keeps the network:
+    R-CNN's AlexNet stays AlexNet (it once silently became the ZF-5 SPP net when the list was replaced)."""
+    from sppnet_exp.detection.cells.pretrained import pretrained_train_config
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("detect", overrides=[f"experiment={experiment}", "pretrained.overrides=['data.gen_seed=1']"])
+        base = compose("detect", overrides=[f"experiment={experiment}"])
+    train = pretrained_train_config(cfg)
+    assert train.model.name == model and train.mode.name == mode and train.data.gen_seed == 1
+    assert pretrained_train_config(base).data.gen_seed == 0
+    assert train.run_dir != pretrained_train_config(base).run_dir

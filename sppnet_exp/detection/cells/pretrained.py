@@ -24,6 +24,9 @@ def pretrained_train_config(cfg: DictConfig, pretrained: DictConfig | None = Non
     """The `train` config of the pretrained cell of a detection config (same paths and logger choice)."""
     pre = pretrained if pretrained is not None else cfg.pretrained
     overrides = [f"experiment={pre.experiment}"] if pre.get("experiment") else []
+    # `net` defines the network (a group's own); `overrides` are the user's extras, so replacing them from the
+    # command line (`"pretrained.overrides=['data.root=...']"`) never changes which network is trained or found
+    overrides += list(pre.get("net") or [])
     overrides += list(pre.get("overrides") or [])
     overrides += [
         f"seed={pre.seed}",
