@@ -15,9 +15,8 @@ from sppnet_exp.reporting import build_report
 from sppnet_exp.reporting.collect import Agg, aggregate, load_local, select
 from sppnet_exp.reporting.relations import FAIL, NOT_REPRODUCED, OK, check_relation, diff, mean_se
 from sppnet_exp.reporting.tables import CellValue, build_values, load_spec
-from tests.synthetic_tables import as_stated, runs_of, write_runs
+from tests.synthetic_tables import EXPERIMENTS, as_stated, runs_of, write_runs
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TABLES = ["table2", "table3", "table9", "table10", "table12"]
 
 

@@ -17,9 +17,8 @@ from sppnet_exp.reporting.collect import aggregate, load_local, select
 from sppnet_exp.reporting.results import RESULTS_FILE, iter_results, make_payload
 from sppnet_exp.utils.env import git_info, host_info, versions
 from sppnet_exp.utils.io import atomic_write_json, read_json
-from tests.synthetic_tables import as_stated
+from tests.synthetic_tables import EXPERIMENTS, as_stated
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 MODELS = ["zf5", "convnet5", "overfeat5", "overfeat7"]
 MODES = ["nospp", "spp_single", "spp_multi"]
 PAPER_T2 = {  # (model, mode) -> (top1, top5), Table 2 of the paper
