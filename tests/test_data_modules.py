@@ -386,3 +386,35 @@ def test_loaders_leave_the_global_rng_alone(gen_root: Path) -> None:
         for loader in (dm.train_dataloader(), dm.val_dataloader()):
             next(iter(loader))
         assert torch.equal(state, torch.get_rng_state()), nw
+
+
+def test_image_cache_gives_the_same_batches_and_still_skips_corrupt_files(tmp_path: Path, gen_root: Path) -> None:
+    """``cache_images``: images decoded and resized once, kept in memory; every epoch's training batches and every
+    test view are the same bit for bit as reading the files, a corrupt file is still skipped (never cached), and a
+    file changed on disk after the first epoch is not read again (the cache is per run)."""
+    root = tmp_path / "in"
+    for split in ("train", "val"):
+        for p in (gen_root / split).rglob("*.JPEG"):
+            dst = root / split / p.parent.name / p.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(p.read_bytes())
+    cls = sorted(p.name for p in (root / "train").iterdir())[0]
+    (root / "train" / cls / "corrupt.JPEG").write_bytes(b"not a jpeg" * 10)
+    args = {**SMALL, "batch_size": 6, "eval_views": ["10view", "center", "full"]}
+    plain = ImageNetDataModule(root=str(root), seed=1, **args)
+    cached = ImageNetDataModule(root=str(root), seed=1, cache_images=True, **args)
+    for dm in (plain, cached):
+        dm.setup("fit")
+    for epoch in (0, 1):
+        a, b = _epoch_batches(plain, epoch), _epoch_batches(cached, epoch)
+        assert len(a) == len(b) > 0
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    for view in ("10view", "center", "full"):
+        pa, pb = plain.eval_dataset(view), cached.eval_dataset(view)
+        for i in range(len(pa)):
+            assert torch.equal(pa[i][0], pb[i][0])
+        assert len(pb._cache) == len(pb) and all(min(v.shape[-2:]) == pb.cache_side for v in pb._cache.values())
+    dataset = cached.train_dataset()
+    items = [dataset[i] for i in range(len(dataset))]
+    assert sum(item is None for item in items) == 1 and len(dataset._cache) == len(dataset) - 1

@@ -213,7 +213,7 @@ def test_golden_file_is_current() -> None:
 
 def test_params_and_macs_match_models() -> None:
     for row in _golden():
-        kwargs = {k: row[k] for k in ("head", "levels", "num_classes", "width", "input_size")}
+        kwargs = {k: row[k] for k in ("head", "levels", "num_classes", "width", "input_size", "batch_norm")}
         size = row["input_size"]
         if row["width"] == 1.0:  # full width: build and run on the meta device (shapes only, no memory)
             with torch.device("meta"):

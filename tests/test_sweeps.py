@@ -94,6 +94,7 @@ def test_ddp_two_cpu_processes_inside_a_multirun(tmp_path: Path, data_dir: Path)
         *tiny_overrides(tmp_path, data_dir),
         "trainer=ddp_cpu",
         "scale.max_epochs=2",
+        "scale.size_segments=null",  # the paper's per-epoch switch: one size per epoch in the CSV log
         "+trainer.limit_train_batches=2",
         "+trainer.limit_val_batches=1",
         "+trainer.limit_test_batches=2",

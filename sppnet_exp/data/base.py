@@ -96,6 +96,7 @@ class ClassificationDataModule(L.LightningDataModule):
         decode: str = "cpu",
         file_list_cache: str | None = None,
         file_list_wait_s: float = 600.0,
+        cache_images: bool = False,
     ) -> None:
         super().__init__()
         views = list(eval_views)
@@ -125,6 +126,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.worker_output, self.decode = worker_output, decode
         self.file_list_cache = file_list_cache
         self.file_list_wait_s = float(file_list_wait_s)
+        self.cache_images = bool(cache_images)  # decoded + resized images kept in memory (ImageList.cache_side)
         self.scan_source: str | None = None  # "scan" or "cache" once set up
         self.generated_dir = generated_dir
         self.gen_kwargs = {
@@ -253,7 +255,8 @@ class ClassificationDataModule(L.LightningDataModule):
         if self.decode == "gpu":
             return EncodedImageList(self.train_samples, train=self.train_transform, skip_bad=True)
         transform = self.train_transform.sample if self.worker_output == "uint8" else self.train_transform
-        return ImageList(self.train_samples, transform, skip_bad=True)
+        cache = self.resize if self.cache_images else None
+        return ImageList(self.train_samples, transform, skip_bad=True, cache_side=cache)
 
     def train_collate(self) -> Callable[[list[Any]], Any]:
         """The collate function matching :meth:`train_dataset`."""
@@ -285,7 +288,10 @@ class ClassificationDataModule(L.LightningDataModule):
         transform = EvalTransform(view, self.resize, self.crop, self.full_resize)
         if self.decode == "gpu":
             return EncodedImageList(self.eval_samples, view=transform)
-        return ImageList(self.eval_samples, transform.views if self.worker_output == "uint8" else transform)
+        cache = (self.full_resize if view == "full" else self.resize) if self.cache_images else None
+        return ImageList(
+            self.eval_samples, transform.views if self.worker_output == "uint8" else transform, cache_side=cache
+        )
 
     def eval_collate(self, view: str) -> Callable[[list[Any]], Any]:
         """The collate function matching :meth:`eval_dataset`."""

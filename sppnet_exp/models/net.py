@@ -65,6 +65,8 @@ class SPPNet(nn.Module):
         pool: str = "max",
         spp_impl: str = "adaptive",
         init: str = "kaiming",
+        batch_norm: bool = False,
+        lrn: bool = True,
     ) -> None:
         super().__init__()
         spec = get_spec(name)
@@ -76,7 +78,9 @@ class SPPNet(nn.Module):
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.name, self.head = name, head
         self.input_size = int(input_size or spec.input_size)
-        self.features, self.out_channels = build_features(spec, width)
+        self.batch_norm = bool(batch_norm)
+        self.lrn = bool(lrn)
+        self.features, self.out_channels = build_features(spec, width, batch_norm=self.batch_norm, lrn=self.lrn)
         self.feature_stride = spec.feature_stride
         if head == "spp":
             self.pool: nn.Module = SpatialPyramidPooling(levels, mode=pool, impl=spp_impl)
@@ -103,7 +107,8 @@ class SPPNet(nn.Module):
         for layer_name, module in convs + linears:
             if init == "caffe":
                 nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.constant_(module.bias, 0.0 if layer_name in ("conv1", "conv3") else 1.0)
+                if module.bias is not None:
+                    nn.init.constant_(module.bias, 0.0 if layer_name in ("conv1", "conv3") else 1.0)
                 continue
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -111,7 +116,11 @@ class SPPNet(nn.Module):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             else:
                 nn.init.normal_(module.weight, 0.0, 0.01)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for module in self.features.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.reset_parameters()  # weight 1, bias 0, running statistics cleared
 
     def feature_map_size(self, h: int, w: int) -> tuple[int, int]:
         """Conv5 (last conv) map size for an h x w input, from the conv/pool geometry of ``features``."""
@@ -161,8 +170,15 @@ def build_model(
     pool: str = "max",
     spp_impl: str = "adaptive",
     init: str = "kaiming",
+    batch_norm: bool = False,
+    lrn: bool = True,
 ) -> SPPNet:
-    """Build a registered network (see :func:`list_models`); ``input_size`` defaults to 224 (alexnet 227)."""
+    """Build a registered network (see :func:`list_models`); ``input_size`` defaults to 224 (alexnet 227).
+
+    ``dropout`` is the rate after fc6 and fc7 (the paper's 0.5); ``batch_norm`` adds BN between every conv and
+    its ReLU (not in the paper; the embedded recipe's option, :func:`~sppnet_exp.models.backbones.build_features`);
+    ``lrn=False`` leaves the LRN layers out (the embedded recipe, where they are inert).
+    """
     if not math.isfinite(width) or width <= 0:
         raise ValueError(f"width must be a positive number, got {width}")
-    return SPPNet(name, head, levels, num_classes, width, input_size, dropout, pool, spp_impl, init)
+    return SPPNet(name, head, levels, num_classes, width, input_size, dropout, pool, spp_impl, init, batch_norm, lrn)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -17,6 +20,9 @@ from sppnet_exp.data.batches import finish_batch
 from sppnet_exp.data.device_decode import EncodedBatch
 from sppnet_exp.models import build_model
 from sppnet_exp.training.sizes import SizeSchedule
+
+PLATEAU_WINDOW = 10  # steps of the running training loss that decides when a run leaves the initial plateau
+PLATEAU_FRACTION = 0.95  # ... once it is below this fraction of chance, ln(number of classes)
 
 # The batch hooks live in the module on purpose (they also serve loaders passed without a DataModule);
 # Lightning warns about that choice on every fit.
@@ -89,6 +95,12 @@ class SPPClassifier(L.LightningModule):
         self.skipped = SumMetric()  # corrupt training images skipped this epoch (all ranks)
         self.val_best = MinMetric()
         self.skipped_total = 0
+        # The step at which the run leaves the initial loss plateau: the first whose mean loss over the last
+        # PLATEAU_WINDOW steps is below PLATEAU_FRACTION * ln(C) (chance); recorded in results.json.
+        self.plateau_threshold = PLATEAU_FRACTION * math.log(num_classes) if not multilabel else None
+        self.recent_losses: deque[float] = deque(maxlen=PLATEAU_WINDOW)
+        self.plateau_exit: dict[str, int] | None = None
+        self.predictions_dir: Path | None = None  # set by the task: where test() writes per-image scores
 
     # -- batches on the device -----------------------------------------------------------------------------
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -137,18 +149,42 @@ class SPPClassifier(L.LightningModule):
         self.skipped.update(float(n_skipped))
         if images.shape[0] == 0:  # every image of this batch was unreadable (skipped and counted)
             return None
-        size = self.sizes.size_for_epoch(self.current_epoch)
+        size = self.sizes.size_at(self.current_epoch, self.global_step, self._total_steps())
         if images.shape[-1] != size or images.shape[-2] != size:
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         logits = self._net(images)
         loss = self._loss(logits, targets)
         self.train_loss.update(loss.detach())
+        self._track_plateau(float(loss.detach()))
         self._update(self.train_metrics, logits.detach(), targets)
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         self.log(
             "train/input_size", float(size), on_step=False, on_epoch=True, sync_dist=False, batch_size=len(targets)
         )
         return loss
+
+    def _track_plateau(self, loss: float) -> None:
+        if self.plateau_threshold is None or self.plateau_exit is not None:
+            return
+        self.recent_losses.append(loss)
+        full = len(self.recent_losses) == self.recent_losses.maxlen
+        if full and sum(self.recent_losses) / len(self.recent_losses) < self.plateau_threshold:
+            self.plateau_exit = {"step": int(self.global_step), "epoch": int(self.current_epoch)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["plateau_exit"] = self.plateau_exit
+        checkpoint["recent_losses"] = list(self.recent_losses)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.plateau_exit = checkpoint.get("plateau_exit")
+        self.recent_losses.extend(checkpoint.get("recent_losses", []))
+
+    def _total_steps(self) -> int | None:
+        """The run's optimizer steps (what a size schedule by segments divides); None without a trainer."""
+        if self.sizes.segments is None:
+            return None
+        total = self.trainer.estimated_stepping_batches
+        return int(total) if total != float("inf") else None
 
     def on_train_epoch_end(self) -> None:
         self.log("train/loss_epoch", self.train_loss.compute(), sync_dist=False)
@@ -175,13 +211,36 @@ class SPPClassifier(L.LightningModule):
             self.log("val/top1_err_best", self.val_best.compute())
 
     # -- test (one loader per view) --------------------------------------------------------------------------
+    def on_test_epoch_start(self) -> None:
+        self.test_scores: dict[str, list[tuple[Tensor, Tensor]]] = {v: [] for v in self.eval_views}
+
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         views, targets = batch
         view = self.eval_views[dataloader_idx]
-        self._update(self.test_metrics[view], self.predict_views(views), targets)
+        scores = self.predict_views(views)
+        self._update(self.test_metrics[view], scores, targets)
         self.test_counts[view].update(float(targets.shape[0]))
+        self.test_scores[view].append((scores.detach().cpu(), targets.detach().cpu()))
+
+    def _save_test_scores(self) -> None:
+        """``<predictions_dir>/<view>.npz`` (the task sets ``<run_dir>/predictions``; unset: nothing written):
+        every test image's scores and target, in loader order (one process only: the DDP shards' order is the
+        sampler's). Paired per-image comparisons of two cells (``sppnet_exp.reporting.noise``) read them."""
+        if self.trainer.world_size != 1 or self.predictions_dir is None:
+            return
+        import numpy as np
+
+        from sppnet_exp.utils.io import atomic_savez
+
+        out = Path(self.predictions_dir)
+        for view, parts in self.test_scores.items():
+            if parts:
+                scores = torch.cat([p[0] for p in parts]).float().numpy().astype(np.float16)
+                targets = torch.cat([p[1] for p in parts]).numpy()
+                atomic_savez(out / f"{view}.npz", scores=scores, targets=targets)
 
     def on_test_epoch_end(self) -> None:
+        self._save_test_scores()
         for view, metrics in self.test_metrics.items():
             values = _as_percent(metrics.compute(), f"test/{view}/")
             metrics.reset()

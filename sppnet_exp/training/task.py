@@ -75,6 +75,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             channels_last=channels_last(cfg),
         )
 
+    module.predictions_dir = run_dir / "predictions"  # per-image test scores (the paired noise figures)
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, with_loggers=bool(loggers))
     trainer = build_trainer(cfg, callbacks=callbacks, loggers=loggers, resume_from=resume_from)
@@ -113,6 +114,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "final_val_top1_err": val["top1_err"],  # centre crop, after the last epoch
             "final_val_top5_err": val["top5_err"],
             "best_val_top1_err": val["top1_err_best"],
+            # first step whose 10-step mean training loss < 0.95 ln C (None: never left the plateau)
+            "plateau_exit": module.plateau_exit,
         }
     payload = {**meta, "status": "finished", "train": train_info, "tables": _tables(previous, cfg.table)}
     payload["metrics"] = {**(previous or {}).get("metrics", {}), **metrics} if training_done else metrics
@@ -130,6 +133,8 @@ def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
         "width": float(cfg.scale.width),
         "input_size": int(cfg.scale.crop),
         "dropout": float(cfg.model.dropout),
+        "batch_norm": bool(cfg.model.get("batch_norm", False)),
+        "lrn": bool(cfg.model.get("lrn", True)),
         "pool": cfg.mode.get("pool", "max"),
         "init": cfg.model.init,
     }

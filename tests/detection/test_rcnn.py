@@ -254,3 +254,20 @@ def test_finetune_nospp_runs_and_checks_cfg(scenes) -> None:
         finetune_rcnn(model, roidb, images.__getitem__, num_classes=2, cfg={"max_steps": 2, "steps": 3})
     tuned = finetune_rcnn(model, roidb, images.__getitem__, 2, cfg={"steps": 2, "batch_size": 8, "padding": 16})
     assert tuned.classifier.out_features == 3 and not tuned.training
+
+
+def test_finetune_keeps_the_pretrained_bn_statistics(scenes) -> None:
+    """The embedded recipe's trunks have BN: R-CNN fine-tuning tunes its scale/shift, never its statistics."""
+    images, roidb = scenes
+    torch.manual_seed(0)
+    model = build_model("zf5", width=0.125, input_size=64, batch_norm=True)
+    bn = model.features.bn1
+    bn.running_mean.fill_(0.25)
+    stats, weight = (bn.running_mean.clone(), bn.running_var.clone()), bn.weight.detach().clone()
+    tuner = RCNNFineTuner(model, num_classes=2)
+    tuner.train()
+    assert tuner.training and tuner.model.fc.training and not bn.training
+    tuned = finetune_rcnn(model, roidb, images.__getitem__, 2, cfg={"steps": 3, "batch_size": 8, "lr": 0.01})
+    bn = tuned.features.bn1
+    assert torch.equal(bn.running_mean, stats[0]) and torch.equal(bn.running_var, stats[1])
+    assert int(bn.num_batches_tracked) == 0 and not torch.equal(bn.weight.detach(), weight)

@@ -222,6 +222,17 @@ class RCNNFineTuner(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    def train(self, mode: bool = True) -> RCNNFineTuner:
+        """Training mode for everything but the trunk's BatchNorm layers (the embedded recipe's nets have them):
+        their statistics stay the pretrained ones, as detectron2's frozen BN, because a batch of warped windows
+        from two images (25% foreground) is not a sample of the images the statistics describe. Their scale and
+        shift are still tuned, like a conv bias."""
+        super().train(mode)
+        for module in self.model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        return self
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """A batch of windows to warp (:class:`WarpedWindowDataset`) is warped here, on the training device."""
         if isinstance(batch, list | tuple) and len(batch) == 5:
