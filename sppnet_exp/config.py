@@ -31,6 +31,11 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:8]
 
 
+def wandb_disabled() -> bool:
+    """``WANDB_MODE=disabled``: no W&B logger, no ``wandb`` folder and no ``wandb.init`` anywhere in the project."""
+    return os.environ.get("WANDB_MODE", "").strip().lower() == "disabled"
+
+
 def wandb_offline() -> bool:
     """W&B runs offline unless an API key is configured (env or ~/.netrc) or WANDB_MODE says otherwise."""
     mode = os.environ.get("WANDB_MODE", "")

@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from sppnet_exp.config import REPO_DIR, config_dir, wandb_offline
+from sppnet_exp.config import REPO_DIR, config_dir, wandb_disabled, wandb_offline
 from sppnet_exp.reporting import build_report
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ def report(cfg: DictConfig) -> bool:
         out = Path(cfg.out_dir) / cfg.table
         rep.to_files(out)
         print(f"written: {out / 'results.md'} and results.csv")
-    if cfg.wandb.log:
+    if cfg.wandb.log and wandb_disabled():
+        print("W&B is disabled by WANDB_MODE=disabled: the report is not logged to W&B")
+    elif cfg.wandb.log:
         mode = "offline" if wandb_offline() else "online"
         rep.log_to_wandb(
             project=cfg.wandb.project,

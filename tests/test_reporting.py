@@ -498,6 +498,14 @@ def test_log_to_wandb_disabled_mode(tmp_path: Path) -> None:
     assert rep.log_to_wandb("sppnet-test", mode="disabled", dir=str(tmp_path)) is None
 
 
+def test_wandb_mode_disabled_env_overrides_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    _table2_runs(tmp_path / "runs")
+    rep = build_report("table2", tmp_path / "runs", EXPERIMENTS, "generated", "embedded")
+    assert rep.log_to_wandb("sppnet-test", mode="offline", dir=str(tmp_path / "logs")) is None
+    assert not list(tmp_path.rglob("wandb"))
+
+
 def _det_metrics(base: float) -> dict:
     rows = ["pool5", "fc6", "ftfc6", "ftfc7", "ftfc7_bb"]
     out = {r: {"mAP": base + i} for i, r in enumerate(rows)}

@@ -163,3 +163,23 @@ def test_test_views_of_many_images_go_through_one_forward(make_cfg: Callable[...
     assert len(calls) == len(loaders[0]) + len(loaders[1])  # one forward per batch, not per image or view
     assert calls[: len(loaders[0])] == [10 * min(4, n - 4 * i) for i in range(len(loaders[0]))]
     assert sum(calls[len(loaders[0]) :]) == n and max(calls[len(loaders[0]) :]) > 1  # full: same-size images
+
+
+def test_wandb_mode_disabled_builds_no_wandb_logger_and_writes_no_wandb_dir(
+    make_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``WANDB_MODE=disabled`` with the default logger group (csv + wandb): no WandbLogger, no ``wandb`` folder."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from sppnet_exp.training.wiring import build_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cfg = make_cfg("experiment=table2/zf5_spp_single", *ONE_BATCH, logger="default")
+    assert "wandb" in cfg.logger  # the group still asks for it
+    with caplog.at_level("INFO", logger="sppnet_exp.training.wiring"):
+        assert [type(lg) for lg in build_loggers(cfg)] == [CSVLogger]
+    assert sum("W&B is disabled by WANDB_MODE" in r.getMessage() for r in caplog.records) == 1
+    assert train(cfg)["status"] == "finished"
+    run_dir = Path(cfg.run_dir)
+    assert (run_dir / "csv").is_dir() and not (run_dir / "wandb").exists()
+    assert not list(Path(cfg.paths.output_dir).rglob("wandb"))

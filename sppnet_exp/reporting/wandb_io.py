@@ -6,12 +6,16 @@ have no network), so keep it small and keep its field mapping identical to the l
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sppnet_exp.config import wandb_disabled
 from sppnet_exp.reporting.collect import Record, record_from_results
 from sppnet_exp.reporting.tables import CSV_COLUMNS
+
+log = logging.getLogger(__name__)
 
 
 def _name(value: Any) -> Any:
@@ -86,7 +90,11 @@ def log_table(
     verify_lines: Sequence[str] = (),
 ) -> str | None:
     """Log the report rows as a ``wandb.Table`` in a ``job_type="report"`` run, with the table's pictures as
-    ``<table>/figures/<name>`` images (caption: the title) and the verify lines; return the run's URL (or None)."""
+    ``<table>/figures/<name>`` images (caption: the title) and the verify lines; return the run's URL (or None).
+    ``mode="disabled"`` or ``WANDB_MODE=disabled`` logs nothing (no ``wandb.init``, no ``wandb`` folder)."""
+    if mode == "disabled" or wandb_disabled():
+        log.info(f"W&B is disabled by {'WANDB_MODE' if wandb_disabled() else 'mode'}=disabled: {table} not logged")
+        return None
     import wandb
 
     run = wandb.init(

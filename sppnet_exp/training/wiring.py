@@ -12,12 +12,12 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from sppnet_exp.config import REPO_DIR
+from sppnet_exp.config import REPO_DIR, wandb_disabled
 
 log = logging.getLogger(__name__)
 
 
-def _instantiate_group(group: DictConfig | None, what: str) -> list[Any]:
+def _instantiate_group(group: DictConfig | dict[str, Any] | None, what: str) -> list[Any]:
     """Instantiate every `_target_` entry of a dict-of-configs group (callbacks, loggers)."""
     objects: list[Any] = []
     for key, node in (group or {}).items():
@@ -42,9 +42,20 @@ def build_callbacks(cfg: DictConfig, with_loggers: bool = True) -> list[Callback
     return [c for c in callbacks if with_loggers or not isinstance(c, LearningRateMonitor)]
 
 
+def _is_wandb(node: Any) -> bool:
+    return isinstance(node, DictConfig) and str(node.get("_target_", "")).rsplit(".", 1)[-1] == "WandbLogger"
+
+
 def build_loggers(cfg: DictConfig) -> list[Logger]:
-    """CSV / W&B loggers of ``cfg.logger`` (none when the group is empty)."""
-    return _instantiate_group(cfg.get("logger"), "logger")
+    """CSV / W&B loggers of ``cfg.logger`` (none when the group is empty); ``WANDB_MODE=disabled`` drops the W&B
+    logger (no ``wandb`` folder is written)."""
+    group = cfg.get("logger")
+    if group and wandb_disabled():
+        wandb_keys = [key for key, node in group.items() if _is_wandb(node)]
+        if wandb_keys:
+            log.info(f"W&B is disabled by WANDB_MODE=disabled: no WandbLogger ({', '.join(map(str, wandb_keys))})")
+            group = {key: node for key, node in group.items() if key not in wandb_keys}
+    return _instantiate_group(group, "logger")
 
 
 # Keys of the trainer group that configure the run around the Trainer, not Trainer arguments.

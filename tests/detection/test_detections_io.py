@@ -77,6 +77,9 @@ def test_check_against_lists_offenders():
         ('{"image_id": 7, "label": "c", "score": 1.0, "box": [1, 2, 3, 4]}', "image_id"),
         ('{"image_id": "a", "label": 2, "score": 1.0, "box": [1, 2, 3, 4]}', "label"),
         ("[1, 2, 3]", "JSON object"),
+        ('{"image_id": "a", "label": "c", "score": 1.0, "box": [5, 2, 3, 4]}', r"box \[5, 2, 3, 4\] has x2 < x1 \("),
+        ('{"image_id": "a", "label": "c", "score": 1.0, "box": [1, 9, 3, 4]}', r"has y2 < y1 \("),
+        ('{"image_id": "a", "label": "c", "score": 1.0, "box": [5, 9, 3, 4]}', "x2 < x1 and y2 < y1"),
     ],
 )
 def test_malformed_line_names_file_and_line(tmp_path: Path, line: str, message: str):
@@ -191,3 +194,51 @@ def test_cli_user_errors_exit_2(tmp_path: Path, capsys, loader):
     bad = write_detections(tmp_path / "bad.jsonl", Detections.from_arrays("img_a", "zebra", [1.0], [[1, 1, 5, 5]]))
     assert evaldet([str(root), str(bad)]) == 2
     assert "'zebra'" in capsys.readouterr().err
+
+
+def test_one_pixel_box_is_valid(tmp_path: Path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"image_id": "a", "label": "c", "score": 1.0, "box": [3, 4, 3, 4]}\n')
+    assert read_detections(path).boxes.tolist() == [[3.0, 4.0, 3.0, 4.0]]
+
+
+def test_cli_inverted_box_exit_2_naming_the_line(tmp_path: Path, capsys, loader):
+    root = _voc(tmp_path / "data")
+    dets = _dets(tmp_path)
+    lines = dets.read_text().splitlines()
+    lines.insert(2, json.dumps({"image_id": "img_a", "label": "cat", "score": 0.5, "box": [40, 11, 11, 40]}))
+    bad = tmp_path / "inverted.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    assert evaldet([str(root), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:3:" in err and "x2 < x1" in err and "1-based" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_empty_file_warns_and_strict_fails(tmp_path: Path, capsys, loader):
+    root = _voc(tmp_path / "data")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")  # blank lines only: no detections
+    out = tmp_path / "ap.json"
+    assert evaldet([str(root), str(empty), "--json", str(out)]) == 0
+    cap = capsys.readouterr()
+    assert "warning" in cap.err and str(empty) in cap.err and "no detections" in cap.err
+    assert json.loads(out.read_text()) == {"mAP": 0.0, "AP": {"cat": 0.0, "dog": 0.0}}
+    assert evaldet([str(root), str(empty), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and str(empty) in err and "--strict" in err
+    # Detections only of classes not evaluated: the same warning / error.
+    cats = write_detections(tmp_path / "cats.jsonl", Detections.from_arrays("img_a", "cat", [1.0], [[11, 11, 40, 40]]))
+    assert evaldet([str(root), str(cats), "--classes", "dog"]) == 0
+    assert "none of its 1 detections" in capsys.readouterr().err
+    assert evaldet([str(root), str(cats), "--classes", "dog", "--strict"]) == 2
+    assert "none of its 1 detections" in capsys.readouterr().err
+
+
+def test_cli_help_gives_the_box_and_image_id_conventions(capsys):
+    with pytest.raises(SystemExit) as e:
+        evaldet(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "1-based" in text and "[x1, y1, x2, y2]" in text
+    assert "image_id" in text and "ImageSets/Main" in text and "--strict" in text

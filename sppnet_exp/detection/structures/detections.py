@@ -1,9 +1,11 @@
 """Detection results: the :class:`Detections` container and the JSON Lines detections file.
 
 File format: one JSON object per line, ``{"image_id": str, "label": str, "score": float, "box": [x1, y1, x2, y2]}``
-with the box in VOC 1-based inclusive pixel coordinates of the original image. Floats are written with Python's
-shortest round-trip ``repr``, so reading a file back gives the same scores and boxes bit for bit (no rounding that
-would create ties, unlike the 3-decimal files of py-faster-rcnn). Blank lines are ignored.
+with the box in VOC 1-based inclusive pixel coordinates of the original image: ``x1 <= x2`` and ``y1 <= y2`` (a box
+with ``x2 == x1`` is one pixel wide, as the pipeline's clipped boxes can be; an inverted box is an error naming the
+line). Floats are written with Python's shortest round-trip ``repr``, so reading a file back gives the same scores
+and boxes bit for bit (no rounding that would create ties, unlike the 3-decimal files of py-faster-rcnn). Blank
+lines are ignored.
 """
 
 from __future__ import annotations
@@ -220,6 +222,13 @@ def _parse_line(obj: Any, where: str) -> tuple[str, str, float, list[float]]:
         raise ValueError(f"{where}: score must be a finite number, got {score!r}")
     if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) and math.isfinite(v) for v in box):
         raise ValueError(f"{where}: box must be 4 finite numbers [x1, y1, x2, y2], got {box!r}")
+    x1, y1, x2, y2 = box
+    if x2 < x1 or y2 < y1:
+        which = " and ".join(f"{b} < {a}" for a, b, bad in (("x1", "x2", x2 < x1), ("y1", "y2", y2 < y1)) if bad)
+        raise ValueError(
+            f"{where}: box {box!r} has {which} (VOC boxes are [x1, y1, x2, y2], 1-based inclusive pixels: "
+            "x1 <= x2, y1 <= y2; x2 == x1 is a box one pixel wide)"
+        )
     return image_id, label, float(score), [float(v) for v in box]
 
 
