@@ -103,3 +103,21 @@ def test_paper_scale_stage_runs_in_process() -> None:
 
     r = stage_proposals(short=96, windows=40, images=1)
     assert r["s_per_image"] > 0 and r["boxes"] > 0 and r["disk_bytes_per_image"] == 40 * 16 + 128 and r["rss_gb"] > 0
+
+
+def test_startup_bench_times_help_and_a_config_error(tmp_path: Path) -> None:
+    """``make bench``'s start-up section: wall times, exit codes, the key named, nothing heavy imported or left."""
+    from sppnet_exp.bench.startup import CASES, bench_startup, startup_lines
+
+    cases = {k: CASES[k] for k in ("train_help", "train_missing_root")}
+    r = bench_startup(runs=1, cases=cases)
+    for name in cases:
+        c = r["cases"][name]
+        assert c["exit_codes"] == [c["expected_exit_code"]] and c["names_key"], c
+        assert c["heavy_imports"] == [] and c["left_behind"] == [], c
+        assert 0 < c["wall_s"]["median"] < 60 and c["wall_s"]["target"] == 3.0
+    assert r["checks_pass"]
+    text = "\n".join(startup_lines(r))
+    assert "| `sppnet_exp.train data=imagenet` (train_missing_root) |" in text
+    meta = {"machine": {"load_before": [0, 0, 0]}, "threads": {}}
+    assert "train_help" in readme_blocks({"meta": meta, "startup": r})["bench"]

@@ -3,6 +3,8 @@
 Every comparison runs its sides interleaved in paired rounds and reports per-pair ratios as medians with their
 95% intervals (:mod:`sppnet_exp.utils.paired`); a target is judged on the interval. Benchmarks:
 
+- ``startup`` (:mod:`.startup`): wall time of ``sppnet-train --help`` and of config errors (a missing
+  ``data.root``, a wrong detection root) in a fresh process, and that nothing heavy is imported before the exit;
 - ``data``, ``train_overhead``, ``spp_head`` (:mod:`.training`): loader images/s, Lightning vs a bare loop,
   the SPP head vs the fixed pool5 head;
 - ``detection``, ``proposals`` (:mod:`.detection`): SPP-net 1-scale and 5-scale against R-CNN per image, and
@@ -34,10 +36,11 @@ from sppnet_exp.bench.summary import summary_markdown
 from sppnet_exp.config import config_dir
 from sppnet_exp.utils.io import atomic_write_json, atomic_write_text
 
-ALL = ("data", "train_overhead", "spp_head", "loader", "detection", "proposals", "paper_scale")
+ALL = ("startup", "data", "train_overhead", "spp_head", "loader", "detection", "proposals", "paper_scale")
 
 # (full, quick) settings of each benchmark
 SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "startup": ({"runs": 5}, {"runs": 2}),
     "data": ({"batches": 10, "rounds": 5}, {"batches": 3, "rounds": 2}),
     "train_overhead": (
         {"steps": 12, "min_pairs": 10, "max_pairs": 30, "budget_s": 150.0},
@@ -86,6 +89,10 @@ def run_benchmarks(only: set[str], quick: bool, overrides: list[str]) -> dict[st
     results: dict[str, Any] = {"meta": meta}
     kw = {name: SETTINGS[name][1 if quick else 0] for name in ALL}
     t0 = time.perf_counter()
+    if "startup" in only:  # first, on the machine as idle as this run finds it
+        from sppnet_exp.bench.startup import bench_startup
+
+        results["startup"] = bench_startup(**kw["startup"])
     # These two time float32 batches (the bare loop has no batch hook); `loader` compares the worker paths.
     f32 = ["logger=none", "data.worker_output=float32"]
     if "data" in only:

@@ -8,21 +8,15 @@ figure in a README is always the one a run measured, with its interval and machi
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sppnet_exp.bench.startup import startup_lines, startup_readme_line
+from sppnet_exp.utils.paired import fmt
+
 __all__ = ["compare_markdown", "fmt", "machine_line", "readme_blocks", "replace_blocks", "summary_markdown"]
-
-
-def fmt(s: Mapping[str, Any] | None, digits: int = 2, scale: float = 1.0, unit: str = "") -> str:
-    """``median [lo, hi]`` of a :func:`~.paired.median_interval` summary, times ``scale``."""
-    if not s or s.get("median") is None or (isinstance(s["median"], float) and math.isnan(s["median"])):
-        return "n/a"
-    m, lo, hi = (float(s[k]) * scale for k in ("median", "lo", "hi"))
-    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]{unit}"
 
 
 def _verdict(s: Mapping[str, Any]) -> str:
@@ -208,6 +202,7 @@ def _loader(r: Mapping[str, Any]) -> list[str]:
 
 
 _SECTIONS = {
+    "startup": startup_lines,
     "data": _data,
     "train_overhead": _overhead,
     "spp_head": _spp_head,
@@ -296,6 +291,8 @@ def readme_blocks(results: Mapping[str, Any]) -> dict[str, str]:
             f"(x{fmt(sp)}, target ≥ {sp['target']:g}: {sp['verdict']}); {r['bytes_ratio']['value']:.2f}x fewer bytes "
             f"per batch; {r['cores_for_6000']:.0f} cores for 6,000 images/s."
         )
+    if "startup" in results:
+        lines.append(startup_readme_line(results["startup"]))
     blocks = {"bench": "\n".join(lines)}
     if "detection" in results:
         blocks["detection"] = "\n".join([head, "", *_detection(results["detection"])[2:]]).rstrip()

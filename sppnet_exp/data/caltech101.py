@@ -17,8 +17,9 @@ import numpy as np
 
 from .base import ClassificationDataModule, Sample
 from .images import list_images
+from .roots import CALTECH101_LAYOUT, caltech101_root_problem
 
-LAYOUT = "expected 101_ObjectCategories/<class>/*.jpg (one folder per class)"
+LAYOUT = CALTECH101_LAYOUT
 
 
 def caltech_split(
@@ -29,9 +30,10 @@ def caltech_split(
     exclude: Sequence[str] = ("BACKGROUND_Google",),
 ) -> tuple[list[str], list[Sample], list[Sample]]:
     """Classes and the seeded per-class train/test split of a Caltech-101 folder."""
+    problem = caltech101_root_problem(root)
+    if problem:
+        raise FileNotFoundError(f"Caltech101 root {problem}; {LAYOUT}")
     base = root if root.name == "101_ObjectCategories" else root / "101_ObjectCategories"
-    if not base.is_dir():
-        raise FileNotFoundError(f"Caltech101 root {root}: no folder {base}; {LAYOUT}")
     classes = sorted(p.name for p in base.iterdir() if p.is_dir() and p.name not in set(exclude))
     if not classes:
         raise FileNotFoundError(f"Caltech101 root {root}: no class folders in {base}; {LAYOUT}")

@@ -1,5 +1,6 @@
 """Detection dataset layouts and splits: ``resolve_root`` / ``detect_layout`` (VOCdevkit or LabelImg-style
-folders), ``discover_classes``, and ``load_split`` -> ``DetectionSplit`` of ``ImageRecord`` with repair ``stats``.
+folders; in :mod:`.detection_layout`, re-exported here), ``discover_classes``, and ``load_split`` ->
+``DetectionSplit`` of ``ImageRecord`` with repair ``stats``.
 
 Layouts (``detect_layout``):
 
@@ -29,6 +30,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .detection_layout import (
+    LABELIMG_LAYOUT,
+    LAYOUTS,
+    SPLIT_ALIASES,
+    SPLIT_DIRS,
+    VOC_LAYOUT,
+    detect_layout,
+    resolve_root,
+)
+from .detection_layout import pair_dirs as _pair_dirs
+from .detection_layout import subdirs as _subdirs
+from .detection_layout import xml_files as _xml_files
 from .folders import walk_files
 from .images import IMAGE_EXTENSIONS, decode_file, image_size
 from .voc_xml import VocAnnotation, read_voc_xml
@@ -52,7 +65,6 @@ __all__ = [
     "resolve_root",
 ]
 
-LAYOUTS = ("voc", "labelimg")
 STAT_KEYS = (
     "images",  # records in the split
     "objects",  # boxes kept
@@ -69,15 +81,6 @@ STAT_KEYS = (
     "unannotated_images",  # LabelImg: image files without an XML (not part of the split)
 )
 REPAIR_KEYS = ("zero_area_boxes", "inverted_boxes", "outside_boxes", "clipped_boxes", "duplicate_ids")
-VOC_LAYOUT = "Annotations/*.xml, JPEGImages/ and ImageSets/Main/<split>.txt"
-LABELIMG_LAYOUT = "an XML beside each image, or images/ + annotations/ subfolders (optionally in train/ test/ folders)"
-SPLIT_ALIASES = {
-    "trainval": ("trainval", "train"),
-    "train": ("train",),
-    "val": ("val", "valid", "validation"),
-    "test": ("test",),
-}
-SPLIT_DIRS = {"train", "trainval", "test", "val", "valid", "validation"}
 EXTRA_IMAGE_EXTENSIONS = (".jpe", ".jfif")
 
 
@@ -160,79 +163,6 @@ def _record_counts(records: Sequence[ImageRecord]) -> dict[str, int]:
         "truncated_boxes": int(sum(int(r.truncated.sum()) for r in records)),
         "empty_images": int(sum(len(r.boxes) == 0 for r in records)),
     }
-
-
-# ----- layout resolution --------------------------------------------------------------------------------------
-def _subdirs(folder: Path) -> dict[str, Path]:
-    """Child folders by lower-case name (sorted, first wins)."""
-    try:
-        entries = sorted(e for e in folder.iterdir() if e.is_dir() and not e.name.startswith("."))
-    except OSError:
-        return {}
-    out: dict[str, Path] = {}
-    for e in entries:
-        out.setdefault(e.name.lower(), e)
-    return out
-
-
-def _xml_files(folder: Path) -> list[Path]:
-    try:
-        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".xml")
-    except OSError:
-        return []
-
-
-def _is_voc(folder: Path) -> bool:
-    return (folder / "Annotations").is_dir() and (folder / "ImageSets" / "Main").is_dir()
-
-
-def _pair_dirs(folder: Path) -> tuple[Path, Path] | None:
-    """``(annotations, images)`` subfolders of ``folder`` when both exist."""
-    subs = _subdirs(folder)
-    ann = subs.get("annotations")
-    img = subs.get("images") or subs.get("jpegimages")
-    return (ann, img) if ann is not None and img is not None else None
-
-
-def _is_labelimg(folder: Path, nested: bool = True) -> bool:
-    if _xml_files(folder) or _pair_dirs(folder) is not None:
-        return True
-    return nested and any(_is_labelimg(p, False) for n, p in _subdirs(folder).items() if n in SPLIT_DIRS)
-
-
-def resolve_root(root: str | Path, layout: str = "auto") -> tuple[str, Path]:
-    """``(layout, dataset folder)`` for ``root`` (itself, or its single VOC-like / LabelImg-like subfolder)."""
-    if layout not in ("auto", *LAYOUTS):
-        raise ValueError(f"layout must be 'auto', 'voc' or 'labelimg', got {layout!r}")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"detection data root {root} is not a folder")
-    kinds = LAYOUTS if layout == "auto" else (layout,)
-    tests = {"voc": _is_voc, "labelimg": _is_labelimg}
-    for kind in kinds:
-        if tests[kind](root):
-            return kind, root
-    children = list(_subdirs(root).values())
-    levels = [children, [g for c in children for g in _subdirs(c).values()]]
-    for level in levels:
-        found = [(kind, p) for p in level for kind in kinds if tests[kind](p)]
-        seen: dict[Path, str] = {}
-        for kind, p in found:
-            seen.setdefault(p, kind)  # VOC wins over LabelImg for the same folder
-        if len(seen) == 1:
-            p, kind = next(iter(seen.items()))
-            return kind, p
-        if len(seen) > 1:
-            names = ", ".join(f"{p} ({k})" for p, k in seen.items())
-            raise ValueError(f"detection data root {root} holds several datasets: {names}; give one of them")
-    expected = {"voc": VOC_LAYOUT, "labelimg": LABELIMG_LAYOUT}
-    wanted = " or ".join(expected[k] for k in kinds)
-    raise FileNotFoundError(f"no detection dataset found in {root}: expected {wanted}")
-
-
-def detect_layout(root: str | Path) -> str:
-    """``"voc"`` or ``"labelimg"`` for the dataset at (or just below) ``root``."""
-    return resolve_root(root)[0]
 
 
 # ----- images -----------------------------------------------------------------------------------------------

@@ -16,11 +16,9 @@ import numpy as np
 
 from .base import ClassificationDataModule, Sample
 from .images import list_images
+from .roots import IMAGENET_LAYOUT, imagenet_root_problem
 
-LAYOUT = (
-    "expected train/<wnid>/*.JPEG and val/ (class folders val/<wnid>/*, or flat val/ILSVRC2012_val_*.JPEG "
-    "+ ILSVRC2012_devkit_t12/data/{ILSVRC2012_validation_ground_truth.txt,meta.mat})"
-)
+LAYOUT = IMAGENET_LAYOUT
 DEVKIT_DATA = Path("ILSVRC2012_devkit_t12") / "data"
 
 
@@ -84,10 +82,9 @@ def flat_val_samples(root: Path, classes: list[str]) -> list[Sample]:
 def scan_imagenet(root: Path, what: str = "ImageNet") -> tuple[list[str], list[Sample], list[Sample]]:
     """Classes, train and val samples of an ILSVRC2012-style folder."""
     train_dir, val_dir = root / "train", root / "val"
-    if not root.is_dir():
-        raise FileNotFoundError(f"{what} root {root} does not exist; {LAYOUT}")
-    if not train_dir.is_dir() or not val_dir.is_dir():
-        raise FileNotFoundError(f"{what} root {root}: missing train/ or val/; {LAYOUT}")
+    problem = imagenet_root_problem(root)
+    if problem:
+        raise FileNotFoundError(f"{what} root {problem}; {LAYOUT}")
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
     if not classes:
         raise FileNotFoundError(f"{what} root {root}: train/ has no class folders; {LAYOUT}")

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 
 from .base import ClassificationDataModule, Sample
+from .roots import VOC_CLS_LAYOUT
 
-LAYOUT = "expected Annotations/*.xml, JPEGImages/*.jpg and ImageSets/Main/{trainval,test}.txt (VOC2007 layout)"
+LAYOUT = VOC_CLS_LAYOUT
 DIFFICULT_MODES = ("positive", "ignore", "negative")
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "TOO_FEW",
     "UNDECIDED",
     "Derived",
+    "fmt",
     "interval_summary",
     "median_interval",
     "run_pairs",
@@ -83,6 +84,14 @@ def median_interval(values: Sequence[float], level: float = LEVEL) -> dict[str, 
         "max": xs[-1],
         "n": n,
     }
+
+
+def fmt(s: Mapping[str, Any] | None, digits: int = 2, scale: float = 1.0, unit: str = "") -> str:
+    """``median [lo, hi]`` of a :func:`median_interval` summary, times ``scale``."""
+    if not s or s.get("median") is None or (isinstance(s["median"], float) and math.isnan(s["median"])):
+        return "n/a"
+    m, lo, hi = (float(s[k]) * scale for k in ("median", "lo", "hi"))
+    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]{unit}"
 
 
 def verdict(lo: float, hi: float, target: float, op: str) -> str:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from sppnet_exp.config import compose_config
-from sppnet_exp.models.net import SPPNet
+
+if TYPE_CHECKING:  # the net (torch) is imported where it is loaded: the pre-flight composes configs only
+    from sppnet_exp.models.net import SPPNet
 
 log = logging.getLogger(__name__)
 
