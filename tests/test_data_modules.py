@@ -147,13 +147,18 @@ def test_missing_and_wrong_roots(tmp_path: Path) -> None:
         ImageNetDataModule(root=str(tmp_path / "empty"), **SMALL).setup()
 
 
-def test_corrupt_and_truncated_images(tmp_path: Path, gen_root: Path, caplog: pytest.LogCaptureFixture) -> None:
-    root = tmp_path / "in"
+def _copy_root(src: Path, root: Path) -> Path:
+    """A copy of the generated train/val JPEGs under ``root`` (so a test may add broken files to it)."""
     for split in ("train", "val"):
-        for p in (gen_root / split).rglob("*.JPEG"):
+        for p in (src / split).rglob("*.JPEG"):
             dst = root / split / p.parent.name / p.name
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(p.read_bytes())
+    return root
+
+
+def test_corrupt_and_truncated_images(tmp_path: Path, gen_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = _copy_root(gen_root, tmp_path / "in")
     cls = sorted(p.name for p in (root / "train").iterdir())[0]
     good = next((root / "train" / cls).glob("*.JPEG")).read_bytes()
     (root / "train" / cls / "corrupt.JPEG").write_bytes(b"this is not a jpeg" * 10)
@@ -392,12 +397,7 @@ def test_image_cache_gives_the_same_batches_and_still_skips_corrupt_files(tmp_pa
     """``cache_images``: images decoded and resized once, kept in memory; every epoch's training batches and every
     test view are the same bit for bit as reading the files, a corrupt file is still skipped (never cached), and a
     file changed on disk after the first epoch is not read again (the cache is per run)."""
-    root = tmp_path / "in"
-    for split in ("train", "val"):
-        for p in (gen_root / split).rglob("*.JPEG"):
-            dst = root / split / p.parent.name / p.name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes(p.read_bytes())
+    root = _copy_root(gen_root, tmp_path / "in")
     cls = sorted(p.name for p in (root / "train").iterdir())[0]
     (root / "train" / cls / "corrupt.JPEG").write_bytes(b"not a jpeg" * 10)
     args = {**SMALL, "batch_size": 6, "eval_views": ["10view", "center", "full"]}
