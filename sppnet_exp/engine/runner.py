@@ -33,9 +33,14 @@ def optimized_metric(results: Mapping[str, Any] | None, metric: str | None) -> f
 
 def run_task(task: Callable[[DictConfig], Mapping[str, Any]], cfg: DictConfig) -> float | None:
     """Run ``task(cfg)`` as one job; return the value of ``cfg.optimized_metric`` (for a sweeper)."""
+    from sppnet_exp.training.task import RunMismatchError
+
     try:
         with distributed_job():
             results = task(cfg)
+    except RunMismatchError as e:  # a refusal, not a crash: its one line says what differs and how to force
+        log.error(str(e))
+        raise
     except Exception:
         log.exception(f"{cfg.get('task_name', 'task')} cell <{cfg.get('cell')}> failed; run dir {cfg.get('run_dir')}")
         raise
