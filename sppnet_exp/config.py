@@ -53,9 +53,18 @@ def wandb_offline() -> bool:
 
 
 def register_resolvers() -> None:
-    """Register `${sppnet.fingerprint:...}`, `${sppnet.default:value,fallback}`, `${sppnet.wandb_offline:}`."""
+    """Register `${sppnet.fingerprint:...}`, `${sppnet.recipe:...}`, `${sppnet.detect_recipe:...}`,
+    `${sppnet.run_fingerprint:...}`, `${sppnet.default:value,fallback}`, `${sppnet.wandb_offline:}`."""
+    from sppnet_exp.utils.identity import detect_recipe_overrides, recipe_overrides, run_fingerprint
+
     if not OmegaConf.has_resolver("sppnet.fingerprint"):
         OmegaConf.register_new_resolver("sppnet.fingerprint", fingerprint)
+    if not OmegaConf.has_resolver("sppnet.recipe"):
+        OmegaConf.register_new_resolver("sppnet.recipe", recipe_overrides)
+    if not OmegaConf.has_resolver("sppnet.detect_recipe"):
+        OmegaConf.register_new_resolver("sppnet.detect_recipe", detect_recipe_overrides)
+    if not OmegaConf.has_resolver("sppnet.run_fingerprint"):
+        OmegaConf.register_new_resolver("sppnet.run_fingerprint", run_fingerprint)
     if not OmegaConf.has_resolver("sppnet.default"):
         OmegaConf.register_new_resolver("sppnet.default", lambda value, default: default if value is None else value)
     if not OmegaConf.has_resolver("sppnet.wandb_offline"):

@@ -4,6 +4,10 @@ Prints the table beside the paper's numbers, writes ``experiments/<table>/result
 pictures (PNG), logs them to W&B (a Table and images), and with ``verify=true`` exits 1 when a check of
 ``expected.yaml`` fails: a value outside its tolerance, or one of the paper's relations on the mean over seeds
 (a relation marked not reproduced is printed as such and does not fail).
+
+``experiments/<table>/`` is only written from runs of the table's own recipe (default trainer and loader
+settings); a report of runs made with other settings (``trainer.max_epochs=1``, batch limits, ...) goes to
+``<runs_root>/report/<table>/`` (``other_dir``) and its header says so.
 """
 
 from __future__ import annotations
@@ -36,15 +40,19 @@ def report(cfg: DictConfig) -> bool:
         wandb_project=cfg.wandb.project,
         wandb_entity=cfg.wandb.entity,
         verify=True,  # always shown in results.md; `verify=true` makes a failure the exit code
+        recipe=str(cfg.get("recipe", "auto")),
+        other_dir=Path(cfg.other_dir),
     )
     print(rep.console)
     if rep.n_runs == 0:
         print(f"no finished runs for {cfg.table} under {cfg.paths.runs_root}: nothing written")
         return not cfg.verify
     if cfg.write:
-        out = Path(cfg.out_dir) / cfg.table
+        out = Path(cfg.out_dir if rep.own_recipe else cfg.other_dir) / cfg.table
         rep.to_files(out)
         print(f"written: {out / 'results.md'} and results.csv")
+        if not rep.own_recipe:
+            print(f"not the table's own recipe ({', '.join(rep.overrides)} differ): {cfg.out_dir} left as it was")
     if cfg.wandb.log and wandb_disabled():
         print("W&B is disabled by WANDB_MODE=disabled: the report is not logged to W&B")
     elif cfg.wandb.log:

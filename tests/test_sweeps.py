@@ -62,8 +62,11 @@ def test_multirun_sweep_then_report(tmp_path: Path, data_dir: Path) -> None:
     )
     for text in ("ZF-5", "(a) no SPP", "(c) SPP multi-size", "35.99", "34.60"):
         assert text in rep.stdout
-    assert (tmp_path / "exp_out" / "table2" / "results.md").is_file()
-    assert (tmp_path / "exp_out" / "table2" / "results.csv").is_file()
+    # one-batch runs are not the table's own recipe: reported under the runs root, the out dir left alone
+    assert "Not the table's own recipe" in rep.stdout
+    assert (runs_root / "report" / "table2" / "results.md").is_file()
+    assert (runs_root / "report" / "table2" / "results.csv").is_file()
+    assert not (tmp_path / "exp_out").exists()
 
 
 @pytest.mark.slow

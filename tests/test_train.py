@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import DictConfig
@@ -58,20 +59,33 @@ def test_finished_cell_is_skipped_and_table3_adds_views(make_cfg: Callable[..., 
     assert both["tables"] == ["table2", "table3"]
 
 
+class KillAfterFirstEpoch(L.Callback):
+    """Stands for a kill: raises when the second epoch starts (epoch 1's last.ckpt is on disk by then)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            raise RuntimeError("killed")
+
+
 def test_killed_run_resumes_from_last_checkpoint(make_cfg: Callable[..., DictConfig]) -> None:
-    """A run whose results.json still says `running` resumes from last.ckpt instead of starting over."""
-    cfg1 = make_cfg("experiment=table2/zf5_spp_multi", "+trainer.limit_train_batches=2", "scale.max_epochs=1")
-    out1 = train(cfg1)
-    steps1 = out1["train"]["global_step"]
-    # Simulate a kill after epoch 1 of a 2-epoch run: same identity, status left at `running`.
-    cfg2 = make_cfg("experiment=table2/zf5_spp_multi", "+trainer.limit_train_batches=2", "trainer.max_epochs=2")
+    """A run whose results.json still says `running` resumes from last.ckpt instead of starting over.
+
+    The killed run is the same 2-epoch run as its resume (epochs are part of a run's identity: a 1-epoch run
+    resumed with trainer.max_epochs=2 would be another run, in another run dir); the kill comes from a callback,
+    which is not part of the identity."""
+    args = ["experiment=table2/zf5_spp_multi", "+trainer.limit_train_batches=2", "scale.max_epochs=2"]
+    kill = "+callbacks.kill._target_=tests.test_train.KillAfterFirstEpoch"
+    cfg1 = make_cfg(*args, kill, logger="csv")
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg1)
+    assert json.loads((Path(cfg1.run_dir) / "results.json").read_text())["status"] == "running"
+    cfg2 = make_cfg(*args, logger="csv")
     assert cfg2.run_dir == cfg1.run_dir
-    res = Path(cfg1.run_dir) / "results.json"
-    res.write_text(json.dumps({**json.loads(res.read_text()), "status": "running"}))
     out2 = train(cfg2)
     assert out2["train"]["resumed_from"].endswith("last.ckpt")
-    assert out2["train"]["global_step"] == 2 * steps1  # one more epoch, not two
-    assert out2["train"]["epochs"] == 2
+    assert out2["train"]["global_step"] == 4 and out2["train"]["epochs"] == 2  # one more epoch of 2 steps
+    logs = Path(cfg1.run_dir) / "csv"
+    assert (logs / "metrics.csv").is_file() and (logs / "version_0" / "metrics.csv").is_file()  # both logs kept
 
 
 def test_size_schedules() -> None:

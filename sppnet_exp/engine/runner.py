@@ -58,12 +58,16 @@ def run_task(task: Task | str, cfg: DictConfig) -> float | None:
         fail(command, problems)
     # torch and Lightning are imported here, once the config is known to be runnable
     from sppnet_exp.training.ddp import distributed_job
+    from sppnet_exp.training.task import RunMismatchError
     from sppnet_exp.training.wiring import finish_wandb
 
     run = _load(task)
     try:
         with distributed_job():
             results = run(cfg)
+    except RunMismatchError as e:  # a refusal, not a crash: its one line says what differs and how to force
+        log.error(str(e))
+        raise
     except Exception:
         log.exception(f"{cfg.get('task_name', 'task')} cell <{cfg.get('cell')}> failed; run dir {cfg.get('run_dir')}")
         raise

@@ -2,7 +2,8 @@
 
 Entry point for ``sppnet_exp.report``: :func:`build_report` → :class:`Report` (Markdown/CSV/console text,
 the rows, the verify outcome), then ``Report.to_files(experiments_dir / table)`` (``results.md``, ``results.csv``
-and the table's pictures, :mod:`.figures`) and optionally ``Report.log_to_wandb(...)``.
+and the table's pictures, :mod:`.figures`) and optionally ``Report.log_to_wandb(...)``. A report of runs made with
+another recipe than the table's own (``Report.own_recipe`` false) belongs under the runs root, not experiments/.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from sppnet_exp.reporting.collect import Collection, aggregate, load_local, select
 from sppnet_exp.reporting.figures import FigureInputs, render_figures
+from sppnet_exp.reporting.findings import render_findings
 from sppnet_exp.reporting.results import (
     RESULTS_FILE,
     deep_merge,
@@ -35,6 +37,7 @@ from sppnet_exp.reporting.tables import (
     render_markdown,
 )
 from sppnet_exp.reporting.verify import VerifyResult, verify_values
+from sppnet_exp.utils.identity import describe_overrides
 from sppnet_exp.utils.io import atomic_write_text
 
 __all__ = [
@@ -71,6 +74,8 @@ class Report:
     verify_ok: bool | None = None
     verify_lines: list[str] = field(default_factory=list)
     verify_section: str | None = None
+    own_recipe: bool = True  # the runs use the table's own recipe (default trainer and loader settings)
+    overrides: dict[str, Any] = field(default_factory=dict)  # else: their non-default settings
     inputs: FigureInputs | None = field(default=None, repr=False)  # what the pictures are drawn from
     figures: list[tuple[str, Path]] = field(default_factory=list)  # (title, PNG) of the pictures drawn
 
@@ -121,6 +126,8 @@ class Report:
                 "scale": self.scale,
                 "n_runs": self.n_runs,
                 "verify_ok": self.verify_ok,
+                "own_recipe": self.own_recipe,
+                "recipe_overrides": self.overrides,
             },
             dir=dir,
         )
@@ -136,8 +143,12 @@ def build_report(
     wandb_project: str | None = None,
     wandb_entity: str | None = None,
     verify: bool = False,
+    recipe: str = "auto",
+    other_dir: str | os.PathLike[str] | None = None,
 ) -> Report:
-    """Collect the runs of ``table`` (local dirs or a W&B group), average over seeds, render, maybe verify."""
+    """Collect the runs of ``table`` (local dirs or a W&B group), one recipe (:func:`.collect.select`), average
+    over seeds, render, maybe verify. ``other_dir``: where a report of another recipe than the table's own is
+    written (named in its header)."""
     spec = load_spec(Path(experiments_dir) / table / SPEC_FILE)
     skipped: list[Path] = []
     if source == "local":
@@ -152,7 +163,7 @@ def build_report(
         origin = f"W&B {wandb_entity + '/' if wandb_entity else ''}{wandb_project} group {spec.wandb_group}"
     else:
         raise ValueError(f"source must be 'local' or 'wandb', got {source!r}")
-    coll: Collection = select(records, spec.cells(), data, scale)
+    coll: Collection = select(records, spec.cells(), data, scale, recipe=recipe)
     notes = list(coll.notes)
     if skipped:
         notes.append(f"{len(skipped)} unreadable results file(s) skipped: " + ", ".join(str(p) for p in skipped))
@@ -162,18 +173,24 @@ def build_report(
     values = build_values(spec, aggs)
     seeds = sorted({r.seed for r in coll.records}, key=lambda s: (s is None, s))
     header = Header(data=coll.data, scale=coll.scale, seeds=seeds, n_runs=len(coll.records), source=origin, notes=notes)
+    if not coll.own_recipe:
+        header.recipe = describe_overrides(coll.overrides)
+        header.written_to = str(Path(other_dir) / table) if other_dir is not None else None
+    findings = render_findings(spec, values, header.scope())
     rows = csv_rows(spec, values, header)
     report = Report(
         table=table,
         spec=spec,
-        markdown=render_markdown(spec, values, header),
+        markdown=render_markdown(spec, values, header, findings),
         csv=render_csv(rows),
-        console=render_console(spec, values, header),
+        console=render_console(spec, values, header, findings[1]),
         rows=rows,
         data=coll.data,
         scale=coll.scale,
         n_runs=len(coll.records),
         notes=notes,
+        own_recipe=coll.own_recipe,
+        overrides=dict(coll.overrides),
         inputs=FigureInputs(spec=spec, values=values, aggs=aggs, records=coll.records),
     )
     if verify:

@@ -21,6 +21,8 @@ from sppnet_exp.utils.io import atomic_write_json, read_json
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
+SUPERSEDED = "superseded"  # <run_dir>/superseded/<time>/: an earlier run of a run dir, moved by a forced re-run
+LOG_DIRS = ("csv", "wandb")  # what a forced re-run leaves in place (the CSV log gets a new version beside it)
 SCHEMA_VERSION = 1
 STATUSES = ("running", "finished", "failed")
 
@@ -132,15 +134,44 @@ def update_results(run_dir: str | os.PathLike[str], patch: Mapping[str, Any]) ->
     return read_results(path)
 
 
+def supersede_run(run_dir: str | os.PathLike[str]) -> Path | None:
+    """Move everything of ``run_dir`` but its logs (``csv/``, ``wandb/``) into ``run_dir/superseded/<UTC time>/``,
+    so that a forced re-run starts from nothing and the earlier run (results.json, checkpoints, cached stages)
+    is kept; return where it went (None when there was nothing to move). The reporter ignores superseded runs."""
+    root = Path(run_dir)
+    entries = [p for p in sorted(root.iterdir()) if p.name not in (SUPERSEDED, *LOG_DIRS)] if root.is_dir() else []
+    if not entries:
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    dest, n = root / SUPERSEDED / stamp, 1
+    while dest.exists():
+        n += 1
+        dest = root / SUPERSEDED / f"{stamp}-{n}"
+    dest.mkdir(parents=True)
+    for p in entries:
+        p.rename(dest / p.name)
+    log.info("moved the earlier run of %s to %s", root, dest)
+    return dest
+
+
+def superseded_count(run_dir: str | os.PathLike[str]) -> int:
+    """How many earlier runs ``run_dir`` keeps under ``superseded/``."""
+    folder = Path(run_dir) / SUPERSEDED
+    return sum(1 for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else 0
+
+
 def iter_results(runs_root: str | os.PathLike[str], skipped: list[Path] | None = None) -> Iterator[dict[str, Any]]:
     """Yield every readable ``**/results.json`` under ``runs_root`` (sorted by path), with ``_path`` added.
 
-    Unreadable or malformed files are skipped with a warning naming the file and appended to ``skipped``.
+    Unreadable or malformed files are skipped with a warning naming the file and appended to ``skipped``; runs
+    moved aside by a forced re-run (``<run_dir>/superseded/``) are not yielded.
     """
     root = Path(runs_root)
     if not root.exists():
         return
     for path in sorted(root.rglob(RESULTS_FILE)):
+        if SUPERSEDED in path.relative_to(root).parts[:-1]:
+            continue
         try:
             data = read_results(path)
             _validate(data, path)

@@ -65,6 +65,7 @@ class TableSpec:
     verify: dict[str, Any]
     path: Path | None = None
     figures: list[dict[str, Any]] = field(default_factory=list)  # pictures drawn by .figures, each {kind, file, ...}
+    findings: list[dict[str, Any]] = field(default_factory=list)  # the paper's findings (.findings), each {paper, ...}
 
     @property
     def main_rows(self) -> list[Axis]:
@@ -172,6 +173,7 @@ def load_spec(path: str | os.PathLike[str]) -> TableSpec:
         verify=dict(d.get("verify") or {}),
         path=path,
         figures=[dict(f) for f in d.get("figures") or []],
+        findings=[dict(f) for f in d.get("findings") or []],
     )
     for f in spec.figures:
         if "kind" not in f or "file" not in f:
@@ -278,14 +280,34 @@ class Header:
     n_runs: int
     source: str
     notes: list[str] = field(default_factory=list)
+    recipe: str | None = None  # None: the table's own recipe; else the overrides of the runs shown
+    written_to: str | None = None  # where a report of another recipe is written (and that experiments/ is not)
 
     def line(self, paper_source: str) -> str:
         """One-line provenance summary."""
         seeds = ", ".join(str(s) for s in self.seeds) if self.seeds else DASH
+        recipe = "the table's own recipe" if self.recipe is None else f"recipe overrides {self.recipe}"
         return (
-            f"ours: data={self.data or DASH}, scale={self.scale or DASH}, seeds [{seeds}], "
+            f"ours: data={self.data or DASH}, scale={self.scale or DASH}, {recipe}, seeds [{seeds}], "
             f"{self.n_runs} run(s) from {self.source} · paper: {paper_source}"
         )
+
+    def recipe_warning(self) -> str | None:
+        """The header line of a report of runs made with non-default trainer / loader settings."""
+        if self.recipe is None:
+            return None
+        where = f" This report is written to {self.written_to};" if self.written_to else ""
+        return (
+            f"**Not the table's own recipe**: these runs were made with {self.recipe} (not the default trainer and"
+            f" loader settings).{where} the table's results.md under experiments/ is only written from runs of"
+            " its own recipe."
+        )
+
+    def scope(self) -> str:
+        """What the numbers are, for the "what these runs show" half of the preamble."""
+        seeds = ", ".join(str(s) for s in self.seeds) if self.seeds else DASH
+        recipe = "" if self.recipe is None else f", {self.recipe}"
+        return f"data={self.data or DASH}, scale={self.scale or DASH}{recipe}, means over seeds [{seeds}]"
 
 
 def _index(values: Sequence[CellValue]) -> dict[tuple[str, str, str], CellValue]:
@@ -300,13 +322,25 @@ def _extra_lines(spec: TableSpec, values: Sequence[CellValue]) -> list[CellValue
     return sorted(keep, key=lambda v: order[v.row])  # stable: per row, metric blocks in spec order
 
 
-def render_markdown(spec: TableSpec, values: Sequence[CellValue], header: Header) -> str:
-    """The paper's layout in Markdown: one block per metric, each cell "ours / paper / Δ"."""
+def render_markdown(
+    spec: TableSpec,
+    values: Sequence[CellValue],
+    header: Header,
+    findings: tuple[Sequence[str], Sequence[str]] = ((), ()),
+) -> str:
+    """The paper's layout in Markdown: one block per metric, each cell "ours / paper / Δ". The preamble: what the
+    table is (the spec's description), what the paper finds and, apart, what these runs show (``findings``:
+    :func:`sppnet_exp.reporting.findings.render_findings`)."""
     idx = _index(values)
     cols = {c.id: c for c in spec.columns}
     out = [f"# {spec.title}", ""]
+    warning = header.recipe_warning()
+    if warning:
+        out += [f"> {warning}", ""]
     if spec.description:
         out += [spec.description, ""]
+    paper_findings, our_findings = findings
+    out += [*paper_findings, *our_findings]
     out += [header.line(spec.paper_source), ""]
     out += [f"> {n}" for n in header.notes] + ([""] if header.notes else [])
     legend = "Each cell: **ours** (mean ± std over seeds) · paper · Δ = ours − paper"
@@ -382,10 +416,14 @@ def _grid(table: list[list[str]]) -> list[str]:
     return lines
 
 
-def render_console(spec: TableSpec, values: Sequence[CellValue], header: Header) -> str:
-    """Plain-text version: per metric block, ours / paper / Δ sub-columns per network."""
+def render_console(spec: TableSpec, values: Sequence[CellValue], header: Header, findings: Sequence[str] = ()) -> str:
+    """Plain-text version: per metric block, ours / paper / Δ sub-columns per network (``findings``: the lines of
+    what these runs show, :func:`sppnet_exp.reporting.findings.render_findings`)."""
     idx = _index(values)
-    out = [spec.title, header.line(spec.paper_source)] + [f"note: {n}" for n in header.notes]
+    warning = header.recipe_warning()
+    out = [spec.title, *([warning.replace("**", "")] if warning else []), header.line(spec.paper_source)]
+    out += [f"note: {n}" for n in header.notes]
+    out += [line.replace("**", "") for line in findings if line]
     for block in spec.metrics:
         out += ["", block.label]
         head = [""] + [f"{c.label} {part}" for c in spec.columns for part in ("ours", "paper", "Δ")]

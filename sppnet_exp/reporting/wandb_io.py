@@ -50,6 +50,8 @@ def record_from_wandb(
         "fingerprint": config.get("fingerprint"),
         "metrics": metrics,
         "updated": updated,
+        # the resolved Hydra config when the run logged it: its recipe (recipe_overrides, trainer, data, ...)
+        "config": dict(config) if "recipe_overrides" in config or isinstance(config.get("trainer"), Mapping) else None,
     }
     return record_from_results(d, source=source)
 

@@ -4,20 +4,32 @@ A cell's run dir is a function of its config (``<runs_root>/<cell>/<data>-<scale
 so re-running a sweep skips finished cells, a killed cell resumes from its ``last.ckpt``, and Table 3's
 evaluation finds Table 2's checkpoints. Every run writes ``results.json`` (metrics, resolved config, seed,
 versions, git commit) atomically into its run dir.
+
+The fingerprint covers every setting that changes a result (:mod:`sppnet_exp.utils.identity`), and a run dir
+whose results.json records other result settings than the ones asked for (one written before they counted) is
+never reused: :class:`RunMismatchError` names the settings. ``retrain=true`` trains the cell again from nothing;
+the earlier run moves to ``<run_dir>/superseded/`` and its CSV log stays beside the new one's (``csv/version_N``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sppnet_exp.reporting.results import read_results, update_results, write_results
+from sppnet_exp.reporting.results import (
+    read_results,
+    supersede_run,
+    superseded_count,
+    update_results,
+    write_results,
+)
 from sppnet_exp.training.classifier import SPPClassifier
 from sppnet_exp.training.wiring import (
     build_callbacks,
@@ -27,6 +39,8 @@ from sppnet_exp.training.wiring import (
     channels_last,
     run_metadata,
 )
+from sppnet_exp.utils.dist import is_primary
+from sppnet_exp.utils.identity import describe_differences, setting_differences
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +51,42 @@ def _finished_views(results: dict[str, Any] | None) -> set[str]:
     return set(results.get("metrics", {}))
 
 
+class RunMismatchError(RuntimeError):
+    """A run dir holds a run computed with other result settings than the ones asked for: it is not reused."""
+
+
+def check_reusable(cfg: DictConfig, previous: Mapping[str, Any] | None, run_dir: Path) -> None:
+    """Raise :class:`RunMismatchError` when ``previous`` (the run dir's results.json) records result settings
+    (epochs, batch limits, precision, loader) other than ``cfg``'s; a results.json without a config passes."""
+    recorded = (previous or {}).get("config")
+    if not isinstance(recorded, Mapping):
+        return
+    diffs = setting_differences(recorded, cfg)
+    if diffs:
+        status = (previous or {}).get("status", "earlier")
+        raise RunMismatchError(
+            f"<{cfg.cell}>: {run_dir} holds a {status} run made with other settings ({describe_differences(diffs)};"
+            " recorded → requested), so it is not reused: add retrain=true to train it again (the earlier run"
+            " moves to superseded/, its CSV log is kept)"
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (or resume, or skip) the cell ``cfg`` describes, test the views it asks for, return results."""
     run_dir = Path(cfg.run_dir)
     views = list(cfg.eval.views)
     previous = read_results(run_dir) if (run_dir / "results.json").exists() else None
+    retrain = bool(cfg.get("retrain", False))
+    if retrain:
+        # Rank 0 moves the earlier run aside before any other rank starts (DDP children re-run this job with
+        # retrain=true and find rank 0's fresh results.json: they ignore it likewise).
+        if is_primary():
+            log.info(f"retrain=true: training <{cfg.cell}> again from scratch in {run_dir}")
+            supersede_run(run_dir)
+        previous = None
+    else:
+        check_reusable(cfg, previous, run_dir)
+    _name_wandb_run(cfg, run_dir)
     done_views = _finished_views(previous)
     if cfg.skip_finished and previous is not None and set(views) <= done_views:
         log.info(f"Skipping finished cell <{cfg.cell}>: {run_dir} has views {sorted(done_views)}")
@@ -55,7 +100,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("fit")
 
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-    resume_from = cfg.get("resume_from") or (str(last_ckpt) if cfg.resume and last_ckpt.exists() else None)
+    resumable = cfg.resume and not retrain and last_ckpt.exists()
+    resume_from = cfg.get("resume_from") or (str(last_ckpt) if resumable else None)
     training_done = previous is not None and previous.get("status") == "finished"
     if training_done:
         if not last_ckpt.exists():
@@ -124,6 +170,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return payload
 
 
+def _name_wandb_run(cfg: DictConfig, run_dir: Path) -> None:
+    """After forced re-runs the W&B run id gets ``-r<k>`` (k earlier runs superseded): a new W&B run, not the old
+    one continued; a resume of the re-run finds the same id."""
+    k = superseded_count(run_dir)
+    wandb = (cfg.get("logger") or {}).get("wandb")
+    if k and isinstance(wandb, DictConfig) and wandb.get("id"):
+        with open_dict(cfg):
+            wandb.id = f"{wandb.id}-r{k}"
+
+
 def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """`build_model` kwargs from the model, mode and scale groups."""
     return {
@@ -172,4 +228,4 @@ def _float(value: Any) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
-__all__ = ["model_kwargs", "train"]
+__all__ = ["RunMismatchError", "check_reusable", "model_kwargs", "train"]

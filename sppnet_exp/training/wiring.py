@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -17,11 +18,13 @@ from sppnet_exp.config import REPO_DIR, wandb_disabled
 log = logging.getLogger(__name__)
 
 
-def _instantiate_group(group: DictConfig | dict[str, Any] | None, what: str) -> list[Any]:
-    """Instantiate every `_target_` entry of a dict-of-configs group (callbacks, loggers)."""
+def _instantiate_group(group: DictConfig | dict[str, Any] | None, what: str, prepare: Any = None) -> list[Any]:
+    """Instantiate every `_target_` entry of a dict-of-configs group (callbacks, loggers), each passed through
+    ``prepare`` first when given."""
     objects: list[Any] = []
     for key, node in (group or {}).items():
         if isinstance(node, DictConfig) and "_target_" in node:
+            node = prepare(node) if prepare is not None else node
             log.info(f"Instantiating {what} <{node._target_}> ({key})")
             objects.append(instantiate(node, _convert_="all"))
     return objects
@@ -48,14 +51,36 @@ def _is_wandb(node: Any) -> bool:
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     """CSV / W&B loggers of ``cfg.logger`` (none when the group is empty); ``WANDB_MODE=disabled`` drops the W&B
-    logger (no ``wandb`` folder is written)."""
+    logger (no ``wandb`` folder is written). A CSV log dir that already holds a ``metrics.csv`` (a resumed,
+    re-tested or retrained run) is kept: this run logs to the next ``version_N``."""
     group = cfg.get("logger")
     if group and wandb_disabled():
         wandb_keys = [key for key, node in group.items() if _is_wandb(node)]
         if wandb_keys:
             log.info(f"W&B is disabled by WANDB_MODE=disabled: no WandbLogger ({', '.join(map(str, wandb_keys))})")
             group = {key: node for key, node in group.items() if key not in wandb_keys}
-    return _instantiate_group(group, "logger")
+    return _instantiate_group(group, "logger", prepare=keep_csv_log)
+
+
+def keep_csv_log(node: Any) -> Any:
+    """``node`` (a logger config), with ``version: null`` when it is a CSVLogger whose log dir has a metrics.csv:
+    Lightning deletes the metrics.csv of the dir it logs to, so the earlier log stays and this one is the next
+    ``<save_dir>/<name>/version_N``."""
+    if not isinstance(node, DictConfig) or not str(node.get("_target_", "")).endswith("CSVLogger"):
+        return node
+    plain = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(plain, dict)
+    version = plain.get("version")
+    if version is None:
+        return node  # Lightning numbers the versions itself
+    log_dir = Path(str(plain.get("save_dir", "."))) / str(plain.get("name", "lightning_logs"))
+    if not isinstance(version, str) or version:
+        log_dir = log_dir / (version if isinstance(version, str) else f"version_{version}")
+    if not (log_dir / "metrics.csv").is_file():
+        return node
+    log.info(f"keeping the earlier CSV log {log_dir / 'metrics.csv'}: this run logs to the next version_N")
+    plain["version"] = None
+    return OmegaConf.create(plain)
 
 
 # Keys of the trainer group that configure the run around the Trainer, not Trainer arguments.

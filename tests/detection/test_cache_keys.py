@@ -96,6 +96,10 @@ def test_conv5_key_follows_the_net_and_the_data() -> None:
     # a change of the pretrained net's own training recipe (not its detection config) reaches the key too
     moved = _cfg("pretrained.overrides=['scale.max_epochs=3']")
     assert conv5_tag(moved) != conv5_tag(cfg)
+    # the extraction's precision: a bf16 map is another map (the default float32 keeps the key it had)
+    bf16 = copy.deepcopy(cfg)
+    OmegaConf.update(bf16, "trainer.precision", "bf16-mixed", merge=False)
+    assert conv5_tag(bf16) != conv5_tag(cfg) and bf16.fingerprint != cfg.fingerprint
     # and what must not key it: settings that do not change a map
     for path, value in (("svm.C", 0.5), ("test.nms", 0.4), ("features.workers", 3), ("rows", ["pool5"])):
         other = copy.deepcopy(cfg)

@@ -83,10 +83,12 @@ def data_tag(cfg: DictConfig) -> str:
 
 def conv5_tag(cfg: DictConfig) -> str:
     """Key of the conv5 cache: the pretrained net's identity and the dataset's (scales and orientation are its
-    sub-folders; nothing else changes a map)."""
+    sub-folders), and the extraction's precision when it is not the default float32 (a bf16 map is another map)."""
     from sppnet_exp.detection.cells.pretrained import pretrained_identity
+    from sppnet_exp.utils.identity import detect_recipe_overrides
 
-    return fingerprint(pretrained_identity(cfg), data_tag(cfg))
+    precision = detect_recipe_overrides(cfg.trainer.get("precision", "32-true"))
+    return fingerprint(pretrained_identity(cfg), data_tag(cfg), *([precision] if precision else []))
 
 
 def window_tag(cfg: DictConfig, which: str, size: int, geometry: str) -> str:

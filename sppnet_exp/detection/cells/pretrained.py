@@ -97,7 +97,12 @@ def load_pretrained(
     if results.is_file():
         from sppnet_exp.reporting.results import read_results
 
-        finished = read_results(run_dir).get("status") == "finished"
+        previous = read_results(run_dir)
+        finished = previous.get("status") == "finished"
+        if finished:
+            from sppnet_exp.training.task import check_reusable
+
+            check_reusable(tcfg, previous, run_dir)  # a net trained with other settings is not this one
     if wait_s is not None and not (finished and ckpt.is_file()):
         finished = _wait_finished(run_dir, ckpt, wait_s)
     if not (finished and ckpt.is_file()):

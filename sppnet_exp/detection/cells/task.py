@@ -25,7 +25,7 @@ from sppnet_exp.detection.cells.common import proposal_provenance
 from sppnet_exp.detection.cells.detector import run_detector
 from sppnet_exp.detection.cells.pretrained import load_pretrained
 from sppnet_exp.detection.cells.timing import run_timing, timing_note
-from sppnet_exp.reporting.results import make_payload, read_results, update_results, write_results
+from sppnet_exp.reporting.results import make_payload, read_results, supersede_run, update_results, write_results
 from sppnet_exp.training.wiring import build_loggers
 from sppnet_exp.utils.dist import is_primary
 
@@ -61,6 +61,28 @@ def _payload(cfg: DictConfig, status: str, previous: dict[str, Any] | None) -> d
     return {**payload, "task": "detect", "run_dir": str(cfg.run_dir), "proposals": proposals, "report_notes": [note]}
 
 
+def _check_reusable(cfg: DictConfig, previous: dict[str, Any] | None, run_dir: Path) -> None:
+    """Refuse a run dir whose results.json records another conv5 precision than the one asked for (the only
+    trainer setting of a detection cell that changes a result; the rest of its identity is hashed whole)."""
+    from sppnet_exp.training.task import RunMismatchError
+    from sppnet_exp.utils.identity import describe_differences, recipe_overrides_of
+
+    recorded_cfg = (previous or {}).get("config")
+    if not isinstance(recorded_cfg, dict):
+        return
+    recorded = recipe_overrides_of({**recorded_cfg, "task_name": "detect"})
+    value = cfg.get("recipe_overrides") or {}
+    requested = dict(OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value)
+    keys = sorted(set(recorded) | set(requested))
+    diffs = {k: (recorded.get(k), requested.get(k)) for k in keys if recorded.get(k) != requested.get(k)}
+    if diffs:
+        raise RunMismatchError(
+            f"<{cfg.cell}>: {run_dir} holds a {(previous or {}).get('status', 'earlier')} run made with other"
+            f" settings ({describe_differences(diffs)}; recorded → requested), so it is not reused: add"
+            " retrain=true to run it again (the earlier run moves to superseded/)"
+        )
+
+
 def _done_rows(previous: dict[str, Any] | None, run_dir: Path) -> set[str]:
     """Rows a previous (possibly killed) run finished: metrics recorded and detections file present."""
     if not previous:
@@ -75,6 +97,13 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"detector.method must be one of {METHODS}, got {method!r}")
     run_dir = Path(cfg.run_dir)
     previous = read_results(run_dir) if (run_dir / "results.json").is_file() else None
+    if cfg.get("retrain", False):
+        if is_primary():  # the extra ranks start later and ignore rank 0's fresh results.json likewise
+            log.info(f"retrain=true: running detection cell <{cfg.cell}> again from scratch in {run_dir}")
+            supersede_run(run_dir)
+        previous = None
+    else:
+        _check_reusable(cfg, previous, run_dir)
     if cfg.skip_finished and previous is not None and previous.get("status") == "finished":
         log.info(f"Skipping finished detection cell <{cfg.cell}>: {run_dir}")
         if cfg.get("table") and cfg.table not in previous.get("tables", []):
