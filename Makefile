@@ -132,8 +132,8 @@ format: $(STAMP)  ## ruff format + fixes
 bench: $(STAMP)  ## benchmarks -> outputs/bench/*.json + summary.md
 	$(PY) -m sppnet_exp.bench.run $(ARGS)
 
-bench-publish: $(STAMP)  ## copy outputs/bench into experiments/bench/bench.json and rewrite the READMEs' bench blocks
-	$(PY) -m sppnet_exp.bench.summary publish $(or $(RUN),outputs/bench)
+bench-publish: $(STAMP)  ## copy outputs/bench into experiments/bench/bench.json and rewrite the READMEs' bench blocks (ADD=1: merge a --only run)
+	$(PY) -m sppnet_exp.bench.summary publish $(or $(RUN),outputs/bench) $(if $(ADD),--add)
 
 bench-compare: $(STAMP)  ## two bench runs side by side: make bench-compare A=outputs/bench-1 B=outputs/bench-2
 	$(PY) -m sppnet_exp.bench.summary compare $(A) $(B)

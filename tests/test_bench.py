@@ -121,3 +121,28 @@ def test_startup_bench_times_help_and_a_config_error(tmp_path: Path) -> None:
     assert "| `sppnet_exp.train data=imagenet` (train_missing_root) |" in text
     meta = {"machine": {"load_before": [0, 0, 0]}, "threads": {}}
     assert "train_help" in readme_blocks({"meta": meta, "startup": r})["bench"]
+
+
+def test_publish_add_merges_a_partial_run_with_its_own_machine(tmp_path: Path) -> None:
+    """`make bench-publish ADD=1`: a `--only` run's sections join the published ones, each naming its own date."""
+    from sppnet_exp.bench.summary import merge_sections
+
+    published = {"meta": {"date": "2026-01-01", "machine": {"cpu_model": "A"}}, "other": {"x": 1}}
+    startup = {"cases": {}, "checks_pass": True}
+    partial = {"meta": {"date": "2026-02-02", "machine": {"cpu_model": "B"}}, "startup": startup}
+    merged = merge_sections(published, partial)
+    assert merged["meta"] == published["meta"] and merged["other"] == {"x": 1}
+    assert merged["startup"]["meta"]["date"] == "2026-02-02" and merged["startup"]["cases"] == {}
+    repo = tmp_path / "repo"
+    (repo / PUBLISHED).parent.mkdir(parents=True)
+    (repo / PUBLISHED).write_text(json.dumps(published))
+    (repo / "README.md").write_text("<!-- bench:bench:begin -->\nold\n<!-- bench:bench:end -->\n")
+    (repo / "experiments/table9").mkdir(parents=True)
+    (repo / "experiments/table9/README.md").write_text("no blocks\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "startup.json").write_text(json.dumps({**startup, "meta": partial["meta"]}))
+    assert publish(run, repo, add=True) == ["README.md:bench"]
+    block = (repo / "README.md").read_text()
+    assert "Last published `make bench` (2026-01-01" in block and "(measured 2026-02-02; B," in block
+    assert json.loads((repo / PUBLISHED).read_text())["other"] == {"x": 1}

@@ -292,7 +292,8 @@ def readme_blocks(results: Mapping[str, Any]) -> dict[str, str]:
             f"per batch; {r['cores_for_6000']:.0f} cores for 6,000 images/s."
         )
     if "startup" in results:
-        lines.append(startup_readme_line(results["startup"]))
+        line, note = startup_readme_line(results["startup"]), _own_meta_note(results["startup"], meta)
+        lines.append(f"{line.removesuffix('.')}{note}." if note else line)
     blocks = {"bench": "\n".join(lines)}
     if "detection" in results:
         blocks["detection"] = "\n".join([head, "", *_detection(results["detection"])[2:]]).rstrip()
@@ -389,12 +390,38 @@ PUBLISHED = Path("experiments/bench/bench.json")
 QUOTING = (Path("README.md"), Path("experiments/table9/README.md"))
 
 
-def publish(run_dir: str | Path, repo: str | Path = ".") -> list[str]:
-    """Copy a bench run into ``experiments/bench/bench.json`` and rewrite the READMEs' bench blocks from it."""
+def merge_sections(published: Mapping[str, Any], partial: Mapping[str, Any]) -> dict[str, Any]:
+    """``published`` with the sections of a partial bench run (``--only NAME``) replaced or added; each added
+    section keeps the partial run's ``meta`` as its own (its date and machine differ from the published run's),
+    which the README line names."""
+    out = {k: v for k, v in published.items()}
+    for name, section in partial.items():
+        if name != "meta":
+            out[name] = {**section, "meta": partial.get("meta", {})}
+    return out
+
+
+def _own_meta_note(section: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    """`` (measured DATE on MACHINE)`` for a section merged in with its own meta, else empty."""
+    own = section.get("meta")
+    if not own or own == meta:
+        return ""
+    return f" (measured {own.get('date', '?')}; {machine_line(own)})"
+
+
+def publish(run_dir: str | Path, repo: str | Path = ".", add: bool = False) -> list[str]:
+    """Copy a bench run into ``experiments/bench/bench.json`` and rewrite the READMEs' bench blocks from it.
+
+    ``add``: merge the run's sections into the published JSON instead (a ``--only`` run), each with its own
+    date and machine."""
+    import json
+
     from sppnet_exp.utils.io import atomic_write_json, atomic_write_text
 
     repo = Path(repo)
     results = read_run(run_dir)
+    if add:
+        results = merge_sections(json.loads((repo / PUBLISHED).read_text()), results)
     atomic_write_json(repo / PUBLISHED, results)
     blocks = readme_blocks(results)
     changed = []
@@ -413,14 +440,16 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("publish", help="copy a run to experiments/bench/ and update the README blocks").add_argument("run")
+    pub = sub.add_parser("publish", help="copy a run to experiments/bench/ and update the README blocks")
+    pub.add_argument("run")
+    pub.add_argument("--add", action="store_true", help="merge a --only run into the published one")
     cmp = sub.add_parser("compare", help="two runs side by side, with interval overlap")
     cmp.add_argument("a")
     cmp.add_argument("b")
     sub.add_parser("show", help="the summary of a run").add_argument("run")
     args = parser.parse_args(argv)
     if args.cmd == "publish":
-        for item in publish(args.run):
+        for item in publish(args.run, add=args.add):
             print(f"updated {item}")
     elif args.cmd == "compare":
         print(compare_markdown(read_run(args.a), read_run(args.b), (str(args.a), str(args.b))))
