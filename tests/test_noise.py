@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sppnet_exp.reporting.noise import load_errors, main, noise_table, project_se
+from sppnet_exp.reporting.noise import fit_table, load_errors, main, noise_table, project_se
 
 N_CLASSES, PER_CLASS = 4, 10
 
@@ -24,7 +24,17 @@ def _write_run(root: Path, cell: str, seed: int, wrong: np.ndarray, updated: str
     predicted = np.where(wrong.astype(bool), (targets + 1) % N_CLASSES, targets)
     scores[np.arange(len(targets)), predicted] = 1.0
     np.savez(run_dir / "predictions" / "10view.npz", scores=scores, targets=targets)
-    payload = {"cell": cell, "seed": seed, "status": "finished", "updated": updated}
+    payload = {
+        "cell": cell,
+        "seed": seed,
+        "status": "finished",
+        "updated": updated,
+        "metrics": {"10view": {"top1_err": 100.0 * float(wrong.mean())}},
+        "train": {
+            "plateau_exit": {"step": 30 + seed, "epoch": 1 if cell == "overfeat7_spp_multi" else 0},
+            "seconds": 2.5,
+        },
+    }
     (run_dir / "results.json").write_text(json.dumps(payload))
 
 
@@ -96,6 +106,19 @@ def test_runs_on_different_test_images_are_refused(runs_root) -> None:
         noise_table(runs)
 
 
+def test_fit_of_every_run_names_the_worst_and_the_late_plateau_exits(runs_root) -> None:
+    root, truth = runs_root
+    fit = fit_table(root, max_err=100.0)
+    assert len(fit["runs"]) == len(truth)  # the older zf5_nospp seed-0 run (100% error) and the unfinished one: out
+    errors = {(r["cell"], r["seed"]): r["top1_err"] for r in fit["runs"]}
+    assert errors == pytest.approx({k: 100.0 * w.mean() for k, w in truth.items()})
+    worst = max(truth, key=lambda k: truth[k].mean())
+    assert fit["worst"]["top1_err"] == pytest.approx(100.0 * truth[worst].mean()) and fit["all_within"]
+    assert not fit_table(root, max_err=100.0 * truth[worst].mean() - 1e-6)["all_within"]
+    assert not fit["all_left_in_epoch_1"]  # overfeat7_spp_multi left it in epoch 2
+    assert fit["latest_exit_step"] == 32 and fit["train_seconds"] == 2.5 * len(truth)
+
+
 def test_cli_writes_json_and_markdown(runs_root, tmp_path: Path) -> None:
     root, _ = runs_root
     out = tmp_path / "noise"
@@ -105,6 +128,10 @@ def test_cli_writes_json_and_markdown(runs_root, tmp_path: Path) -> None:
     assert {(p["comparison"], p["seeds"]) for p in saved["projections"]} == {
         (c, s) for c in ("b-a", "c-b") for s in (2, 3)
     }
-    assert "mean of 2" in out.with_suffix(".md").read_text()
+    text = out.with_suffix(".md").read_text()
+    assert (
+        "mean of 2" in text and "Every run left the plateau (10-step mean loss < 0.95 ln C) in epoch 1: **no**" in text
+    )
+    assert saved["fit"]["runs"] and saved["fit"]["max_err"] == 15.0
     with pytest.raises(SystemExit, match="no finished run"):
         main([str(tmp_path / "empty")])

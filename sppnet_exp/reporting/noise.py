@@ -13,6 +13,8 @@ same seed whatever the split's size, so a prefix is the smaller test set exactly
   image ``i``; the variance of a paired difference of proportions), and the rest, ``v_train = max(0, sd^2 -
   v_test)``, which no test set removes (the nets of two seeds generalise differently);
 * over the networks: the mean gain and its standard error ``sqrt(sum SE_i^2) / n_nets``;
+* the fit of every run (``--fit-max``): its top-1 error, the step and epoch it left the initial loss plateau
+  (``train.plateau_exit`` of results.json) and its training time — the check that no run sits on the plateau;
 * the projection to ``S`` seeds and ``N`` test images: ``SE_net(S, N) = sqrt((v_train + v_test * N_0 / N) / S)``,
   and the mean's SE from those (the formula the design in ``experiments/table2/README.md`` is chosen from).
 """
@@ -31,7 +33,7 @@ import numpy as np
 
 from sppnet_exp.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["COMPARISONS", "NETWORKS", "load_errors", "noise_table", "project_se"]
+__all__ = ["COMPARISONS", "NETWORKS", "fit_table", "load_errors", "noise_table", "project_se"]
 
 NETWORKS = ("zf5", "convnet5", "overfeat5", "overfeat7")
 # (name, baseline mode, compared mode): the gain is err(baseline) - err(compared), positive = better
@@ -64,6 +66,64 @@ def load_errors(root: str | Path, view: str = "10view") -> dict[tuple[str, int],
         if key not in runs or stamp > runs[key][0]:
             runs[key] = (stamp, RunErrors(key[0], key[1], errors, targets))
     return {k: v for k, (_, v) in runs.items()}
+
+
+def fit_table(root: str | Path, view: str = "10view", max_err: float = 15.0) -> dict[str, Any]:
+    """Every finished run under ``root`` (the newest per cell and seed): its ``view`` top-1 error, where it left the
+    plateau and its training seconds; whether all are at most ``max_err`` and left the plateau in the first epoch."""
+    newest: dict[tuple[str, int], dict[str, Any]] = {}
+    for path in sorted(Path(root).glob("*/*/results.json")):
+        res = json.loads(path.read_text())
+        metric = (res.get("metrics") or {}).get(view, {}).get("top1_err")
+        if res.get("status") != "finished" or metric is None:
+            continue
+        key = (str(res["cell"]), int(res["seed"]))
+        if key not in newest or str(res.get("updated", "")) > str(newest[key].get("updated", "")):
+            newest[key] = res
+    runs = []
+    for (cell, seed), res in sorted(newest.items()):
+        train = res.get("train") or {}
+        exit_ = train.get("plateau_exit") or {}
+        runs.append(
+            {
+                "cell": cell,
+                "seed": seed,
+                "top1_err": float(res["metrics"][view]["top1_err"]),
+                "plateau_step": exit_.get("step"),
+                "plateau_epoch": exit_.get("epoch"),
+                "seconds": train.get("seconds"),
+            }
+        )
+    worst = max(runs, key=lambda r: r["top1_err"]) if runs else None
+    return {
+        "view": view,
+        "max_err": max_err,
+        "runs": runs,
+        "worst": worst,
+        "all_within": bool(runs) and all(r["top1_err"] <= max_err for r in runs),
+        "all_left_in_epoch_1": bool(runs) and all(r["plateau_epoch"] == 0 for r in runs),
+        "latest_exit_step": max((r["plateau_step"] for r in runs if r["plateau_step"] is not None), default=None),
+        "train_seconds": round(sum(float(r["seconds"] or 0.0) for r in runs), 1),
+    }
+
+
+def _fit_markdown(fit: dict[str, Any]) -> list[str]:
+    if not fit["runs"]:
+        return []
+    w = fit["worst"]
+    lines = [
+        f"### Fit of every run ({len(fit['runs'])} runs, {fit['view']})\n",
+        f"Worst top-1 error {w['top1_err']:.2f} ({w['cell']}, seed {w['seed']}); all ≤ {fit['max_err']:g}: "
+        f"{'yes' if fit['all_within'] else '**no**'}. Every run left the plateau (10-step mean loss < 0.95 ln C) in "
+        f"epoch 1: {'yes' if fit['all_left_in_epoch_1'] else '**no**'} (latest at step {fit['latest_exit_step']}). "
+        f"Training time summed over the runs: {fit['train_seconds']:.0f} s.\n",
+        "| cell | seed | top-1 error | leaves the plateau at step (epoch) | training s |",
+        "|---|---|---|---|---|",
+    ]
+    for r in fit["runs"]:
+        where = "never" if r["plateau_step"] is None else f"{r['plateau_step']} ({r['plateau_epoch'] + 1})"
+        lines.append(f"| {r['cell']} | {r['seed']} | {r['top1_err']:.2f} | {where} | {r['seconds']} |")
+    return [*lines, ""]
 
 
 def _prefix(targets: np.ndarray, per_class: int | None) -> np.ndarray:
@@ -143,8 +203,10 @@ def project_se(table: dict[str, Any], comparison: str, seeds: int, test_images: 
     return math.sqrt(sum(terms)) / len(terms) if terms else None
 
 
-def _markdown(tables: list[dict[str, Any]], projections: list[dict[str, Any]]) -> str:
-    lines = []
+def _markdown(
+    tables: list[dict[str, Any]], projections: list[dict[str, Any]], fit: dict[str, Any] | None = None
+) -> str:
+    lines = _fit_markdown(fit) if fit else []
     for t in tables:
         lines.append(f"### {t['test_images']} test images ({t['per_class'] or 'all'} per class)\n")
         lines.append("| cell | seeds | top-1 error per seed | mean | seed sd | binomial sd |")
@@ -184,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--per-class", type=int, nargs="*", default=[], help="test-set prefixes (images per class)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[2, 3, 4], help="seeds for the projection")
     parser.add_argument("--test-images", type=int, nargs="*", default=[400, 1000, 2000], help="for the projection")
+    parser.add_argument("--fit-max", type=float, default=15.0, help="the top-1 error every run should stay within")
     parser.add_argument("--out", type=Path, default=None, help="write <out>.json and <out>.md")
     args = parser.parse_args(argv)
     runs = load_errors(args.root, args.view)
@@ -198,10 +261,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         for n in args.test_images
         if c in full["gains"] and full["gains"][c]["networks"]
     ]
-    text = _markdown(tables, projections)
+    fit = fit_table(args.root, args.view, args.fit_max)
+    text = _markdown(tables, projections, fit)
     print(text)
     if args.out is not None:
-        atomic_write_json(args.out.with_suffix(".json"), {"tables": tables, "projections": projections})
+        atomic_write_json(args.out.with_suffix(".json"), {"fit": fit, "tables": tables, "projections": projections})
         atomic_write_text(args.out.with_suffix(".md"), text)
 
 
