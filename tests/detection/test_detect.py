@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from sppnet_exp.config import config_dir
 from sppnet_exp.detection.cells.task import detect
+from sppnet_exp.training.task import RunMismatchError
 from tests.conftest import TINY
 
 ROWS = ["pool5", "fc6", "ftfc6", "ftfc7", "ftfc7_bb"]
@@ -101,6 +102,14 @@ def test_spp_cell_end_to_end_and_resume(det_cfg: Callable[..., DictConfig]) -> N
     assert again["metrics"]["ftfc7_bb"]["mAP"] == pytest.approx(results["metrics"]["ftfc7_bb"]["mAP"])
     # A finished cell is skipped.
     assert detect(cfg)["detect"] == again["detect"]
+    # ... unless it was computed from another pretrained net (its Table 2 cell retrained with another recipe): the
+    # stale detections are refused in one line, before anything runs, and retrain=true is the way out.
+    saved = json.loads((run_dir / "results.json").read_text())
+    saved["detect"]["pretrained"]["fingerprint"] = "0ld0ld00"
+    (run_dir / "results.json").write_text(json.dumps(saved))
+    with pytest.raises(RunMismatchError, match=r"another pretrained net \(zf5_spp_single 0ld0ld00 → zf5_spp_single"):
+        detect(cfg)
+    assert json.loads((run_dir / "results.json").read_text()) == saved  # nothing was touched
 
 
 def test_rcnn_rows_without_finetuning(det_cfg: Callable[..., DictConfig]) -> None:

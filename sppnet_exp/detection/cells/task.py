@@ -23,7 +23,7 @@ from sppnet_exp.config import REPO_DIR
 from sppnet_exp.detection.cells.combine import combine_cell
 from sppnet_exp.detection.cells.common import proposal_provenance
 from sppnet_exp.detection.cells.detector import run_detector
-from sppnet_exp.detection.cells.pretrained import load_pretrained
+from sppnet_exp.detection.cells.pretrained import load_pretrained, pretrained_identity
 from sppnet_exp.detection.cells.timing import run_timing, timing_note
 from sppnet_exp.reporting.results import make_payload, read_results, supersede_run, update_results, write_results
 from sppnet_exp.training.wiring import build_loggers
@@ -83,6 +83,31 @@ def _check_reusable(cfg: DictConfig, previous: dict[str, Any] | None, run_dir: P
         )
 
 
+def _check_same_pretrained(cfg: DictConfig, previous: dict[str, Any] | None, run_dir: Path) -> None:
+    """Refuse a run dir whose results.json was computed from another pretrained net than the one ``cfg`` names
+    now: its Table 2 cell was trained again with another recipe (another run identity, another run dir) or another
+    checkpoint file is given. The cell's own fingerprint hashes the ``pretrained`` group, which names the net but
+    not the recipe it was trained with, so without this check the stale detections would be skipped over as
+    finished (or a killed cell resumed on rows of the old net)."""
+    from sppnet_exp.training.task import RunMismatchError
+
+    recorded = ((previous or {}).get("detect") or {}).get("pretrained")
+    if str(cfg.detector.method) not in ("spp", "rcnn") or not isinstance(recorded, dict):
+        return
+    now = pretrained_identity(cfg)
+    if "checkpoint" in now:
+        old, new = str(Path(str(recorded.get("checkpoint", ""))).resolve()), now["checkpoint"]
+    else:
+        old = f"{recorded.get('cell')} {recorded.get('fingerprint')}"
+        new = f"{now['cell']} {now['fingerprint']}"
+    if old != new:
+        raise RunMismatchError(
+            f"<{cfg.cell}>: {run_dir} holds a {(previous or {}).get('status', 'earlier')} run computed from another"
+            f" pretrained net ({old} → {new}; recorded → requested), so it is not reused: add retrain=true to run"
+            " it again (the earlier run moves to superseded/)"
+        )
+
+
 def _done_rows(previous: dict[str, Any] | None, run_dir: Path) -> set[str]:
     """Rows a previous (possibly killed) run finished: metrics recorded and detections file present."""
     if not previous:
@@ -104,6 +129,7 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
         previous = None
     else:
         _check_reusable(cfg, previous, run_dir)
+        _check_same_pretrained(cfg, previous, run_dir)
     if cfg.skip_finished and previous is not None and previous.get("status") == "finished":
         log.info(f"Skipping finished detection cell <{cfg.cell}>: {run_dir}")
         if cfg.get("table") and cfg.table not in previous.get("tables", []):
@@ -135,6 +161,7 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
     if method in ("spp", "rcnn"):
         net, pre_info = load_pretrained(cfg)
         info["pretrained"] = pre_info
+        update_results(run_dir, {"detect": {"pretrained": pre_info}})  # a killed cell's rows name their net too
         info.update(run_detector(cfg, net, on_row=on_row, done_rows=_done_rows(previous, run_dir)))
     elif method == "combine":
         info.update(combine_cell(cfg, on_row))
