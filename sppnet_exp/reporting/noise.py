@@ -60,7 +60,9 @@ def load_errors(root: str | Path, view: str = "10view") -> dict[tuple[str, int],
             continue
         saved = np.load(scores_file)
         targets = saved["targets"]
-        errors = (saved["scores"].astype(np.float32).argmax(1) != targets).astype(np.float64)
+        # the float32 top-1 where saved (the float16 scores of older runs may tie two classes: ~1 image in 800)
+        top1 = saved["top1"] if "top1" in saved.files else saved["scores"].astype(np.float32).argmax(1)
+        errors = (top1 != targets).astype(np.float64)
         key = (str(res["cell"]), int(res["seed"]))
         stamp = str(res.get("updated", ""))
         if key not in runs or stamp > runs[key][0]:

@@ -224,8 +224,9 @@ class SPPClassifier(L.LightningModule):
 
     def _save_test_scores(self) -> None:
         """``<predictions_dir>/<view>.npz`` (the task sets ``<run_dir>/predictions``; unset: nothing written):
-        every test image's scores and target, in loader order (one process only: the DDP shards' order is the
-        sampler's). Paired per-image comparisons of two cells (``sppnet_exp.reporting.noise``) read them."""
+        every test image's scores (float16), its top-1 class and its target, in loader order (one process only: the
+        DDP shards' order is the sampler's). Paired per-image comparisons of two cells
+        (``sppnet_exp.reporting.noise``) read them."""
         if self.trainer.world_size != 1 or self.predictions_dir is None:
             return
         import numpy as np
@@ -235,9 +236,12 @@ class SPPClassifier(L.LightningModule):
         out = Path(self.predictions_dir)
         for view, parts in self.test_scores.items():
             if parts:
-                scores = torch.cat([p[0] for p in parts]).float().numpy().astype(np.float16)
+                full = torch.cat([p[0] for p in parts]).float()
                 targets = torch.cat([p[1] for p in parts]).numpy()
-                atomic_savez(out / f"{view}.npz", scores=scores, targets=targets)
+                # float16 keeps the file small (50,000 x 1,000 scores: 100 MB) but may tie two classes the float32
+                # scores order; the top-1 class of the float32 scores (the one the metric counted) is kept as well
+                top1 = full.argmax(1).numpy().astype(np.int32)
+                atomic_savez(out / f"{view}.npz", scores=full.numpy().astype(np.float16), targets=targets, top1=top1)
 
     def on_test_epoch_end(self) -> None:
         self._save_test_scores()
