@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import OmegaConf
+
+from sppnet_exp.utils.identity import fingerprint  # the run identity's hash lives with the identity
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
+
+__all__ = ["REPO_DIR", "config_dir", "fingerprint", "wandb_disabled", "wandb_offline"]
 
 
 def config_dir() -> str:
@@ -22,13 +24,6 @@ def config_dir() -> str:
     raise FileNotFoundError(
         f"no Hydra config folder: looked for train.yaml in {PACKAGE_DIR / 'conf'} and {REPO_DIR / 'conf'}"
     )
-
-
-def fingerprint(*parts: Any) -> str:
-    """Return an 8-hex-digit hash of config nodes: the identity of a run (same inputs → same run dir)."""
-    plain = [OmegaConf.to_container(p, resolve=True) if isinstance(p, DictConfig | ListConfig) else p for p in parts]
-    blob = json.dumps(plain, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:8]
 
 
 def wandb_disabled() -> bool:

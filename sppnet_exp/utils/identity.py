@@ -24,6 +24,7 @@ read only the accelerator, the devices and the precision of the conv5 extraction
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -35,6 +36,7 @@ __all__ = [
     "DATA_HASHED",
     "describe_differences",
     "describe_overrides",
+    "fingerprint",
     "detect_recipe_overrides",
     "identity_settings",
     "precision_name",
@@ -45,6 +47,14 @@ __all__ = [
     "run_fingerprint",
     "setting_differences",
 ]
+
+
+def fingerprint(*parts: Any) -> str:
+    """Return an 8-hex-digit hash of config nodes: the identity of a run (same inputs → same run dir)."""
+    plain = [OmegaConf.to_container(p, resolve=True) if isinstance(p, DictConfig | ListConfig) else p for p in parts]
+    blob = json.dumps(plain, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
 
 # Trainer keys that never change what a run computes: where and how fast it runs, and what it prints or logs.
 TRAINER_NEUTRAL = frozenset(
@@ -205,7 +215,6 @@ def recipe_overrides_of(config: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def run_fingerprint(overrides: Mapping[str, Any] | None, *parts: Any) -> str:
     """The run's fingerprint: the hash of ``parts``, extended by the non-default result settings when any."""
-    from sppnet_exp.config import fingerprint
 
     extra = _plain(overrides) or {}
     return fingerprint(*parts) if not extra else fingerprint(*parts, {"recipe_overrides": extra})
@@ -275,7 +284,6 @@ def identity_settings(config: Mapping[str, Any], with_seed: bool = True) -> dict
 
 def recipe_key(config: Mapping[str, Any] | None) -> str | None:
     """A seed-free hash of :func:`identity_settings`: the seeds of one recipe share it (None without a config)."""
-    from sppnet_exp.config import fingerprint
 
     return fingerprint(identity_settings(config, with_seed=False)) if config else None
 
