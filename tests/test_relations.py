@@ -65,7 +65,7 @@ def _invert(table: str) -> tuple[dict, str]:
         return runs, "top1_err: row=spp_single < row=nospp in at least 3 pairs: 2 of 4 hold (need 3) FAIL"
     if table == "table3":
         runs["overfeat7_spp_multi"]["full"]["top1_err"] = runs["overfeat7_spp_multi"]["center"]["top1_err"] + 1.0
-        return runs, "column=full < column=center [row=overfeat7_spp_multi]"
+        return runs, "column=full < column=center by > 2.0 SE [row=overfeat7_spp_multi]"
     if table == "table9":
         runs["rcnn_alexnet"]["ftfc7_bb"]["mAP"] = runs["rcnn_alexnet"]["ftfc7"]["mAP"] - 1.0
         return runs, "row=ftfc7 ≤ row=ftfc7_bb [column=rcnn_alexnet]"
