@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sppnet_exp.reporting.collect import Agg
-from sppnet_exp.reporting.relations import AXES, _kind, _matches, pairs
+from sppnet_exp.reporting.relations import AXES, _kind, compared
 from sppnet_exp.reporting.tables import CellValue, TableSpec
 
 __all__ = ["Finding", "Tally", "render_findings", "tally"]
@@ -80,12 +80,7 @@ def _side(spec: TableSpec, sel: Mapping[str, Any], v: CellValue, other: CellValu
 def tally(spec: TableSpec, rel: Mapping[str, Any], values: Sequence[CellValue]) -> Tally:
     """Count the comparisons of ``rel`` that hold on the means of ``values`` (one seed or many: means only)."""
     kind, metric = _kind(rel, f"{spec.table} finding"), str(rel["metric"])
-    if kind == "at":
-        sel = rel["at"]
-        found = [(v, v) for v in values if v.metric == metric and (not v.extra or "row" in sel) and _matches(sel, v)]
-    else:
-        first, second = ("less", "than") if kind == "less" else ("of", "to")
-        found = pairs(rel[first], rel[second], metric, values)
+    found = compared(rel, kind, metric, values)
     out = Tally()
     gains: list[float] = []
     margin = float(rel.get("margin", 0.0))

@@ -131,6 +131,17 @@ def pairs(
     return out
 
 
+def compared(
+    rel: Mapping[str, Any], kind: str, metric: str, values: Sequence[CellValue]
+) -> list[tuple[CellValue, CellValue]]:
+    """The (a, b) value pairs a relation of ``kind`` compares; a threshold (``at``) pairs each value with itself."""
+    if kind == "at":
+        sel = rel["at"]
+        return [(v, v) for v in values if v.metric == metric and (not v.extra or "row" in sel) and _matches(sel, v)]
+    first, second = ("less", "than") if kind == "less" else ("of", "to")
+    return pairs(rel[first], rel[second], metric, values)
+
+
 def _kind(rel: Mapping[str, Any], where: str) -> str:
     """The relation's kind (its first selector key); unknown or mixed keys raise naming the relation."""
     kinds = [k for k in KINDS if k in rel]
@@ -200,12 +211,7 @@ def check_relation(rel: Mapping[str, Any], values: Sequence[CellValue], table: s
     desc = f"{where} {describe(rel, where)}"
     if not rel.get("enabled", True):
         return [Check(f"{desc}: disabled in this section")]
-    if kind == "at":
-        sel = rel["at"]
-        found = [(v, v) for v in values if v.metric == metric and (not v.extra or "row" in sel) and _matches(sel, v)]
-    else:
-        first, second = ("less", "than") if kind == "less" else ("of", "to")
-        found = pairs(rel[first], rel[second], metric, values)
+    found = compared(rel, kind, metric, values)
     if not found:
         return [Check(f"{desc}: no value of the table matches the selectors", FAIL)]
     out: list[Check] = []
