@@ -144,6 +144,23 @@ def test_multirun_checks_every_job_before_the_sweep_dir(tmp_path: Path) -> None:
     assert out.count("example:") == 1
 
 
+@pytest.mark.parametrize(
+    ("cells", "members_missing"),
+    [("table12/net1,table12/net2,table12/combination", False), ("table12/combination,table12/net1,table12/net2", True)],
+)
+def test_a_sweep_that_computes_the_members_first_may_hold_the_combination(
+    tmp_path: Path, cells: str, members_missing: bool
+) -> None:
+    """Jobs run in order: Table 12's combination after its members in one sweep is fine (``make smoke`` runs it
+    so); before them it is refused up front. A bad checkpoint in every job keeps the sweep from starting."""
+    proc = _cli("detect", "-m", f"experiment={cells}", "resume_from=/nonexistent.ckpt", tmp=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "resume_from" in out and "Traceback" not in out, out
+    assert ("detector.members" in out) is members_missing, out
+    assert not members_missing or "detector.members (job #0 of 3)" in out, out
+    assert list(tmp_path.rglob("*")) == []
+
+
 def test_full_error_adds_the_stack_and_still_prints_the_message_once(tmp_path: Path) -> None:
     proc = _cli("train", "data=imagenet", tmp=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     out = proc.stdout + proc.stderr

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.engine.experiments import argv_problems
 from sppnet_exp.engine.preflight import PreflightError, Problem, check_inputs, format_problems
@@ -34,6 +34,7 @@ __all__ = ["PreflightCallback", "fail", "remove_unused_job_dir", "run_entry"]
 log = logging.getLogger(__name__)
 
 _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
 def fail(command: str, problems: Sequence[Problem]) -> NoReturn:
@@ -89,9 +90,16 @@ class PreflightCallback(Callback):
         command = str(config_name or config.get("task_name"))
         loader = GlobalHydra.instance().config_loader()
         found: dict[Problem, list[int]] = {}
+        # the basic launcher runs the jobs one after another, so job i may read what jobs < i write; a parallel
+        # launcher (submitit, joblib) gives no order: each job's inputs must be there before the sweep
+        in_order = str(config.hydra.launcher.get("_target_")) == _BASIC_LAUNCHER
+        earlier: list[Path] = []
         for i, overrides in enumerate(jobs):
-            for problem in check_inputs(loader.load_sweep_config(config, overrides), command):
+            job = loader.load_sweep_config(config, overrides)
+            for problem in check_inputs(job, command, earlier):
                 found.setdefault(problem, []).append(i)
+            run_dir = OmegaConf.select(job, "run_dir", throw_on_resolution_failure=False)
+            earlier += [Path(str(run_dir))] if run_dir and in_order else []
         if found:
             n = len(jobs)
             fail(command, [_in_jobs(p, idx, n) for p, idx in found.items()])

@@ -18,7 +18,7 @@ Only folder and file tests run here (no dataset is listed, nothing heavy is impo
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -345,9 +345,11 @@ def check_pretrained(cfg: DictConfig, pre: DictConfig | None = None, key: str = 
     return [Problem(f"{key}.overrides (data.root)", f"{where}: {problem.problem}", problem.expected, fix)]
 
 
-def check_combination(cfg: DictConfig) -> list[Problem]:
+def check_combination(cfg: DictConfig, earlier_runs: Collection[Path] = ()) -> list[Problem]:
     """Table 12's combination reads the ``detector.row`` detections of each member cell (``detector.members``),
-    written by the member's own run with the same data and scale: each must be there."""
+    written by the member's own run with the same data and scale: each must be there, or be the run dir of an
+    earlier job of the same sweep (``earlier_runs``: ``-m experiment=table12/net1,table12/net2,table12/combination``
+    computes the members first; the job's own check then finds their files)."""
     from sppnet_exp.detection.cells.members import member_detections
 
     members = [str(m) for m in cfg.detector.get("members") or []]
@@ -355,6 +357,7 @@ def check_combination(cfg: DictConfig) -> list[Problem]:
         fix = "detector.members=[table12/net1,table12/net2]"
         return [Problem("detector.members", f"{members} names fewer than two experiments", "two detection cells", fix)]
     expected = f"each member's {cfg.detector.row} detections: run the members first, with the same data/scale"
+    coming = {Path(r).resolve() for r in earlier_runs}
     return [
         Problem(
             "detector.members",
@@ -363,7 +366,7 @@ def check_combination(cfg: DictConfig) -> list[Problem]:
             f"experiment={name}",
         )
         for name, _, path in member_detections(cfg)
-        if not path.is_file()
+        if not path.is_file() and path.parent.resolve() not in coming
     ]
 
 
@@ -380,7 +383,7 @@ def _rcnn_pretrained(cfg: DictConfig) -> DictConfig | None:
     return OmegaConf.load(path) if name and path.is_file() else None  # type: ignore[return-value]
 
 
-def _detect_inputs(cfg: DictConfig) -> list[Problem]:
+def _detect_inputs(cfg: DictConfig, earlier_runs: Collection[Path]) -> list[Problem]:
     method = str(OmegaConf.select(cfg, "detector.method", default=""))
     reads_data = method in ("spp", "rcnn", "combine") or (method == "timing" and _timing_geometry(cfg) == "data")
     problems: list[Problem] = []
@@ -392,7 +395,7 @@ def _detect_inputs(cfg: DictConfig) -> list[Problem]:
         if method == "timing" and (rcnn := _rcnn_pretrained(cfg)) is not None:
             problems += check_pretrained(cfg, rcnn, key="detector.rcnn_pretrained")
     if method == "combine":
-        problems += check_combination(cfg)
+        problems += check_combination(cfg, earlier_runs)
     resume = check_checkpoint("resume_from", cfg.get("resume_from"))
     return problems + ([resume] if resume else [])
 
@@ -404,11 +407,12 @@ def _train_inputs(cfg: DictConfig) -> list[Problem]:
     return [p for p in problems if p]
 
 
-def check_inputs(cfg: DictConfig, command: str) -> list[Problem]:
-    """Every problem with the inputs ``command`` (``train``, ``eval``, ``detect``) would read under ``cfg``."""
+def check_inputs(cfg: DictConfig, command: str, earlier_runs: Collection[Path] = ()) -> list[Problem]:
+    """Every problem with the inputs ``command`` (``train``, ``eval``, ``detect``) would read under ``cfg``;
+    ``earlier_runs``: the run dirs the earlier jobs of the same sweep will have written by then."""
     problems = check_unset(cfg)  # an unset root is reported here; the root checks below skip it
     try:
-        problems += _detect_inputs(cfg) if command == "detect" else _train_inputs(cfg)
+        problems += _detect_inputs(cfg, earlier_runs) if command == "detect" else _train_inputs(cfg)
     except OmegaConfBaseException as exc:  # a value the checks read does not resolve: name it, no traceback
         key = getattr(exc, "full_key", None) or "config"
         problems.append(Problem(str(key), str(exc).splitlines()[0], "a value that resolves"))
