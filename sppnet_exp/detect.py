@@ -19,7 +19,7 @@ from sppnet_exp.engine.cli import run_entry
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="detect")
 def hydra_main(cfg: DictConfig) -> float | None:
     """The Hydra app: one job per cell."""
-    return run_task("sppnet_exp.detection.cells.task:detect", cfg)  # imported once the inputs are checked
+    return run_task("detect", cfg)  # imported once the inputs are checked
 
 
 def main() -> None:

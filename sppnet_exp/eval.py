@@ -18,7 +18,7 @@ from sppnet_exp.engine.cli import run_entry
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def hydra_main(cfg: DictConfig) -> float | None:
     """The Hydra app: one job per cell."""
-    return run_task("sppnet_exp.training.task:train", cfg)  # imported once the inputs are checked
+    return run_task("eval", cfg)  # imported once the inputs are checked
 
 
 def main() -> None:

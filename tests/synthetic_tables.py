@@ -127,7 +127,7 @@ def runs_of(table: str) -> Runs:
 
 def write_pr_points(root: Path, cells: list[str], rows: list[str], seed: int = 0, data: str = "generated") -> None:
     """A ``pr_<row>.json`` (the detection cells' PR points file) in the seed's run dir of each cell, per row."""
-    from sppnet_exp.detection.evaluation.voc_eval import PR_FILE
+    from sppnet_exp.formats.pr_curves import PR_FILE
     from sppnet_exp.utils.io import atomic_write_json
 
     for i, cell in enumerate(cells):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from sppnet_exp.training.task import train
+from sppnet_exp.classification.task import train
 
 pytestmark = pytest.mark.data
 

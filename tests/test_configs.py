@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from sppnet_exp.config import config_dir
-from sppnet_exp.training.wiring import build_trainer
+from sppnet_exp.engine.wiring import build_trainer
 
 CONF = Path(config_dir())
 EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in CONF.glob("experiment/**/*.yaml"))

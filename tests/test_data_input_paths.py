@@ -116,7 +116,7 @@ def test_device_decode_path_runs_inside_a_trainer_on_cpu(mixed_root: Path) -> No
     """``data.decode=gpu`` through Lightning on the CPU: the module's hooks decode, crop and normalise."""
     import lightning as L
 
-    from sppnet_exp.training.classifier import SPPClassifier
+    from sppnet_exp.classification.classifier import SPPClassifier
 
     dm = ImageNetDataModule(root=str(mixed_root), decode="gpu", eval_views=["10view", "full"], **GEOMETRY)
     dm.setup()

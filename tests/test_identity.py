@@ -13,9 +13,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from sppnet_exp.classification.task import train
 from sppnet_exp.config import config_dir, fingerprint
-from sppnet_exp.reporting.results import iter_results
-from sppnet_exp.training.task import RunMismatchError, train
+from sppnet_exp.engine.lifecycle import RunMismatchError
+from sppnet_exp.engine.results import iter_results
 from sppnet_exp.utils.identity import recipe_overrides_of, setting_differences
 
 CELL = "experiment=table2/zf5_spp_single"
@@ -183,7 +184,7 @@ def test_run_dir_made_with_other_settings_is_refused_and_a_forced_rerun_keeps_th
 
 
 def test_detection_run_dir_made_with_another_conv5_precision_is_refused(tmp_path: Path) -> None:
-    from sppnet_exp.detection.cells.task import _check_reusable
+    from sppnet_exp.engine.lifecycle import check_recipe_overrides as _check_reusable
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("detect", overrides=["experiment=table9/spp_1scale"])

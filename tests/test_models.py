@@ -237,3 +237,43 @@ def test_real_forward_full_width_and_non_square() -> None:
     assert got == {"macs": want["macs"], "acts": want["acts"]}
     with pytest.raises(ValueError, match="no-SPP"):
         complexity("zf5", head="nospp", input_hw=(180, 180))
+
+
+def test_load_net_gives_the_checkpointed_net_without_the_training_module(tmp_path) -> None:
+    """``models.checkpoint.load_net`` (what detection uses) rebuilds exactly the net the classifier saved: the same
+    tensors (BN statistics included) and outputs as Lightning's ``load_from_checkpoint`` of the whole module."""
+    import lightning
+    import pytest
+    import torch
+
+    from sppnet_exp.classification.classifier import SPPClassifier
+    from sppnet_exp.models.checkpoint import load_net
+
+    model = {"name": "zf5", "head": "spp", "levels": [4, 2, 1], "width": 0.125, "input_size": 64, "batch_norm": True}
+    module = SPPClassifier(model=model, num_classes=5)
+    with torch.no_grad():  # non-default BN statistics, so that a missed buffer shows
+        for m in module.net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    path = tmp_path / "last.ckpt"
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        path,
+    )
+    net = load_net(path)
+    ref = SPPClassifier.load_from_checkpoint(path, map_location="cpu").net.eval()
+    assert not net.training
+    for (ka, a), (kb, b) in zip(net.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(a, b), ka
+    x = torch.randn(2, 3, 64, 80)
+    assert torch.equal(net(x), ref(x))
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="other.ckpt: not a classification checkpoint"):
+        load_net(tmp_path / "other.ckpt")
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        load_net(tmp_path / "missing.ckpt")

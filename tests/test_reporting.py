@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sppnet_exp.engine.results import RESULTS_FILE, iter_results, make_payload
 from sppnet_exp.reporting import CSV_COLUMNS, build_report, read_results, update_results, write_results
 from sppnet_exp.reporting.collect import aggregate, load_local, select
-from sppnet_exp.reporting.results import RESULTS_FILE, iter_results, make_payload
 from sppnet_exp.utils.env import git_info, host_info, versions
 from sppnet_exp.utils.io import atomic_write_json, read_json
 from tests.synthetic_tables import EXPERIMENTS, as_stated

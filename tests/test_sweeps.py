@@ -157,8 +157,8 @@ def test_killed_process_resumes(tmp_path: Path, data_dir: Path) -> None:
 @pytest.mark.slow
 def test_ddp_two_ranks_make_the_optimizer_steps_of_one_process(tmp_path: Path, data_dir: Path) -> None:
     """data.batch_size is the global batch: 2 ranks x 4 images make the 8-image steps of one process."""
+    from sppnet_exp.classification.task import train
     from sppnet_exp.config import compose_config
-    from sppnet_exp.training.task import train
 
     common = [*tiny_overrides(tmp_path, data_dir), "logger=none", "+trainer.limit_test_batches=1"]
     single = train(compose_config("train", ["experiment=table2/zf5_spp_single", *common, "trainer=cpu"]))["train"]

@@ -11,8 +11,8 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from sppnet_exp.training import SizeSchedule
-from sppnet_exp.training.task import train
+from sppnet_exp.classification import SizeSchedule
+from sppnet_exp.classification.task import train
 from tests.test_configs import EXPERIMENTS
 
 ONE_BATCH = [
@@ -110,7 +110,7 @@ def test_global_batch_is_split_over_processes() -> None:
 
 
 def test_loader_takes_its_share_of_the_global_batch(make_cfg: Callable[..., DictConfig]) -> None:
-    from sppnet_exp.training.wiring import build_datamodule
+    from sppnet_exp.engine.wiring import build_datamodule
 
     dm = build_datamodule(make_cfg())
     dm.prepare_data()
@@ -143,7 +143,7 @@ def test_bf16_channels_last_gpu_trainer_config_runs_one_cpu_batch(make_cfg: Call
     assert results["status"] == "finished" and results["config"]["trainer"]["precision"] == "bf16-mixed"
     m = results["metrics"]["10view"]
     assert 0.0 <= m["top1_err"] <= 100.0
-    from sppnet_exp.training.classifier import SPPClassifier
+    from sppnet_exp.classification.classifier import SPPClassifier
 
     module = SPPClassifier.load_from_checkpoint(Path(cfg.run_dir) / "checkpoints" / "last.ckpt", channels_last=True)
     module.setup("test")
@@ -159,9 +159,8 @@ def test_test_views_of_many_images_go_through_one_forward(make_cfg: Callable[...
     """10-view and full-image testing: one network call per loader batch, holding the views of all its images."""
     import lightning as L
 
-    from sppnet_exp.training.classifier import SPPClassifier
-    from sppnet_exp.training.task import model_kwargs
-    from sppnet_exp.training.wiring import build_datamodule
+    from sppnet_exp.classification.classifier import SPPClassifier
+    from sppnet_exp.engine.wiring import build_datamodule, model_kwargs
 
     cfg = make_cfg("eval.views=[10view,full]", "scale.eval_batch_size=4")
     dm = build_datamodule(cfg)
@@ -185,12 +184,12 @@ def test_wandb_mode_disabled_builds_no_wandb_logger_and_writes_no_wandb_dir(
     """``WANDB_MODE=disabled`` with the default logger group (csv + wandb): no WandbLogger, no ``wandb`` folder."""
     from lightning.pytorch.loggers import CSVLogger
 
-    from sppnet_exp.training.wiring import build_loggers
+    from sppnet_exp.engine.wiring import build_loggers
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     cfg = make_cfg("experiment=table2/zf5_spp_single", *ONE_BATCH, logger="default")
     assert "wandb" in cfg.logger  # the group still asks for it
-    with caplog.at_level("INFO", logger="sppnet_exp.training.wiring"):
+    with caplog.at_level("INFO", logger="sppnet_exp.engine.wiring"):
         assert [type(lg) for lg in build_loggers(cfg)] == [CSVLogger]
     assert sum("W&B is disabled by WANDB_MODE" in r.getMessage() for r in caplog.records) == 1
     assert train(cfg)["status"] == "finished"

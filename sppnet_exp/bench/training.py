@@ -21,11 +21,10 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from sppnet_exp.classification.classifier import SPPClassifier
+from sppnet_exp.engine.wiring import build_datamodule, model_kwargs
 from sppnet_exp.models import SpatialPyramidPooling
 from sppnet_exp.models.net import NoSPPPool
-from sppnet_exp.training.classifier import SPPClassifier
-from sppnet_exp.training.task import model_kwargs
-from sppnet_exp.training.wiring import build_datamodule
 from sppnet_exp.utils.paired import Derived, median_interval, run_pairs
 from sppnet_exp.utils.trainer import quiet_trainer
 

@@ -2,7 +2,7 @@
 
 With ``data.worker_output=uint8`` (the default) workers ship ``uint8`` crops, a quarter of the bytes of the
 normalised float32 crops, together with the random decisions they applied. The LightningModule's batch hook
-(:meth:`sppnet_exp.training.classifier.SPPClassifier.on_after_batch_transfer`) calls :func:`finish_batch`
+(:meth:`sppnet_exp.classification.classifier.SPPClassifier.on_after_batch_transfer`) calls :func:`finish_batch`
 on the device; it applies the PCA lighting shift and the ImageNet normalisation to the whole batch with the
 operations of the float32 path in the same order (``x / 255``, ``+ shift``, ``- mean``, ``/ std``), so on
 the same seed both paths give the same batch (bit for bit on the CPU).

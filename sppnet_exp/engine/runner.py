@@ -2,22 +2,22 @@
 
 Every Hydra job goes through :func:`run_task`: its inputs are checked first (:mod:`.preflight`; a job that fails
 them leaves no run dir and one message, :func:`~.cli.fail`), then the task runs inside
-:func:`~sppnet_exp.training.ddp.distributed_job` (the DDP environment and process group of one multirun job
+:func:`~sppnet_exp.engine.ddp.distributed_job` (the DDP environment and process group of one multirun job
 never leak into the next, so job 2 is not taken for a child rank), a crash is logged with the cell and run dir
 before it propagates, and the W&B run is closed whatever happens, so the jobs of a multirun never merge.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig
 
 from sppnet_exp.engine.cli import fail, remove_unused_job_dir
 from sppnet_exp.engine.preflight import check_inputs
+from sppnet_exp.engine.tasks import Task, task_for
 
 log = logging.getLogger(__name__)
 
@@ -33,35 +33,24 @@ def optimized_metric(results: Mapping[str, Any] | None, metric: str | None) -> f
     return None if value is None else float(value)
 
 
-Task = Callable[[DictConfig], Mapping[str, Any]]
-
-
-def _load(task: Task | str) -> Task:
-    """``task`` itself, or the function a ``"module:function"`` string names (imported now)."""
-    if not isinstance(task, str):
-        return task
-    module, _, name = task.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def run_task(task: Task | str, cfg: DictConfig) -> float | None:
     """Run ``task(cfg)`` as one job; return the value of ``cfg.optimized_metric`` (for a sweeper).
 
     The inputs of ``cfg`` are checked first (the Hydra callback has checked them already for a local run or
     sweep; a job started elsewhere, e.g. by a cluster launcher, is checked here, where it runs). ``task`` may be
-    a ``"module:function"`` string: the entry scripts name theirs so, and torch is imported only after the
-    check."""
+    a command (``"train"``, :data:`~.tasks.TASKS`) or a ``"module:function"`` string: the entry scripts name
+    theirs so, and torch is imported only after the check."""
     command = str(cfg.get("task_name", "train"))
     problems = check_inputs(cfg, command)
     if problems:
         remove_unused_job_dir(cfg.get("paths", {}).get("runs_root"))
         fail(command, problems)
     # torch and Lightning are imported here, once the config is known to be runnable
-    from sppnet_exp.training.ddp import distributed_job
-    from sppnet_exp.training.task import RunMismatchError
-    from sppnet_exp.training.wiring import finish_wandb
+    from sppnet_exp.engine.ddp import distributed_job
+    from sppnet_exp.engine.lifecycle import RunMismatchError
+    from sppnet_exp.engine.wiring import finish_wandb
 
-    run = _load(task)
+    run = task_for(task)
     try:
         with distributed_job():
             results = run(cfg)

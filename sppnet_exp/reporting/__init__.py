@@ -13,10 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppnet_exp.reporting.collect import Collection, aggregate, load_local, select
-from sppnet_exp.reporting.figures import FigureInputs, render_figures
-from sppnet_exp.reporting.findings import render_findings
-from sppnet_exp.reporting.results import (
+from sppnet_exp.engine.results import (
     RESULTS_FILE,
     deep_merge,
     iter_results,
@@ -25,6 +22,9 @@ from sppnet_exp.reporting.results import (
     update_results,
     write_results,
 )
+from sppnet_exp.reporting.collect import Collection, aggregate, load_local, select
+from sppnet_exp.reporting.figures import FigureInputs, render_figures
+from sppnet_exp.reporting.findings import render_findings
 from sppnet_exp.reporting.tables import (
     CSV_COLUMNS,
     Header,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sppnet_exp.config import fingerprint
-from sppnet_exp.reporting.results import iter_results
+from sppnet_exp.engine.results import iter_results
 from sppnet_exp.utils.identity import (
     describe_differences,
     describe_overrides,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sppnet_exp.detection.evaluation.voc_eval import PR_FILE, read_pr
+from sppnet_exp.formats.pr_curves import PR_FILE, read_pr
 from sppnet_exp.reporting.collect import Agg, Record
 from sppnet_exp.reporting.relations import diff
 from sppnet_exp.reporting.tables import CellValue, TableSpec

@@ -2,7 +2,7 @@
 more test images would buy (``python -m sppnet_exp.reporting.noise RUNS_ROOT``).
 
 Reads every finished run's ``results.json`` and the per-image test scores it saved
-(``predictions/<view>.npz``, :meth:`sppnet_exp.training.classifier.SPPClassifier._save_test_scores`). For the
+(``predictions/<view>.npz``, :meth:`sppnet_exp.classification.classifier.SPPClassifier._save_test_scores`). For the
 first ``k`` test images of each class (``--per-class``; the generated data draws image ``i`` of a class from the
 same seed whatever the split's size, so a prefix is the smaller test set exactly) it gives:
 

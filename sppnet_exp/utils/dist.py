@@ -2,10 +2,10 @@
 
 Launchers and what they set:
 
-* Lightning's subprocess launcher (``trainer=ddp`` on one machine, :mod:`sppnet_exp.training.ddp`): the
+* Lightning's subprocess launcher (``trainer=ddp`` on one machine, :mod:`sppnet_exp.engine.ddp`): the
   children get ``LOCAL_RANK`` > 0, ``NODE_RANK``, ``WORLD_SIZE`` and (ours) ``LOCAL_WORLD_SIZE``; rank 0 sets
   the same in its own environment once it has started them
-  (:func:`sppnet_exp.training.ddp.distributed_job` restores it between multirun jobs).
+  (:func:`sppnet_exp.engine.ddp.distributed_job` restores it between multirun jobs).
 * ``torchrun`` / ``torch.distributed``: ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``.
 * SLURM (``hydra/launcher=slurm``, one ``srun`` task per GPU): ``SLURM_PROCID`` (global rank), ``SLURM_LOCALID``
   and ``SLURM_NTASKS``; ``LOCAL_RANK`` is *not* set. Only a step with more than one task is taken as distributed,

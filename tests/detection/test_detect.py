@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from sppnet_exp.config import config_dir
 from sppnet_exp.detection.cells.task import detect
-from sppnet_exp.training.task import RunMismatchError
+from sppnet_exp.engine.lifecycle import RunMismatchError
 from tests.conftest import TINY
 
 ROWS = ["pool5", "fc6", "ftfc6", "ftfc7", "ftfc7_bb"]

@@ -384,7 +384,8 @@ def test_evaluate_and_write_saves_compact_pr_points(tmp_path):
     """The per-class PR points beside the detections (what the report's PR pictures read), by hand:
     class a (npos 2): TP, FP, TP -> (recall, precision) after each TP: (0.5, 1), (1, 2/3); class b (npos 1): one FP
     -> only the last point (0, 0)."""
-    from sppnet_exp.detection.evaluation.voc_eval import evaluate_and_write, pr_path, pr_points, read_pr
+    from sppnet_exp.detection.evaluation.voc_eval import evaluate_and_write, pr_points
+    from sppnet_exp.formats.pr_curves import pr_path, read_pr
 
     g = {"1": gt([A, [20, 20, 40, 40]], [0, 0]), "2": gt([[5, 5, 50, 50]], [1])}
     d = dets([("1", "a", 0.9, A), ("1", "a", 0.8, FAR), ("1", "a", 0.7, [20, 20, 40, 40]), ("2", "b", 0.5, FAR)])

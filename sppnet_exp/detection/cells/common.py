@@ -68,7 +68,7 @@ def conv_trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
 
 def setup_data(cfg: DictConfig) -> Any:
     """The detection DataModule of ``cfg.data``, set up (splits loaded)."""
-    from sppnet_exp.training.wiring import build_datamodule
+    from sppnet_exp.engine.wiring import build_datamodule
 
     dm = build_datamodule(cfg)
     dm.setup()

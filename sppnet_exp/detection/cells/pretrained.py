@@ -1,7 +1,10 @@
 """The classification net a detector starts from: found in its Table 2 run dir, trained there when missing.
 
 The `train` config of the pretrained cell is composed with the same paths, so the detector finds exactly the run
-dir (and ``last.ckpt``) that ``make table2`` writes; an explicit checkpoint overrides the lookup.
+dir (and ``last.ckpt``) that ``make table2`` writes; an explicit checkpoint overrides the lookup. A missing net is
+a run of the classification task that the engine runs (:func:`sppnet_exp.engine.tasks.run_cell`); its checkpoint
+is read by the model package (:func:`sppnet_exp.models.checkpoint.load_net`): detection imports nothing of
+classification.
 """
 
 from __future__ import annotations
@@ -45,12 +48,9 @@ def pretrained_train_config(cfg: DictConfig, pretrained: DictConfig | None = Non
 
 
 def _from_checkpoint(path: Path) -> SPPNet:
-    from sppnet_exp.training.classifier import SPPClassifier
+    from sppnet_exp.models.checkpoint import load_net
 
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained checkpoint not found: {path}")
-    module = SPPClassifier.load_from_checkpoint(path, map_location="cpu")
-    net = module.net.eval()
+    net = load_net(path)
     log.info(f"pretrained net {net.name} ({net.head}, levels {net.levels}) from {path}")
     return net
 
@@ -95,14 +95,14 @@ def load_pretrained(
     results = run_dir / "results.json"
     finished = False
     if results.is_file():
-        from sppnet_exp.reporting.results import read_results
+        from sppnet_exp.engine.results import read_results
 
         previous = read_results(run_dir)
         finished = previous.get("status") == "finished"
         if finished:
-            from sppnet_exp.training.task import check_reusable
+            from sppnet_exp.engine.lifecycle import check_settings
 
-            check_reusable(tcfg, previous, run_dir)  # a net trained with other settings is not this one
+            check_settings(tcfg, previous, run_dir)  # a net trained with other settings is not this one
     if wait_s is not None and not (finished and ckpt.is_file()):
         finished = _wait_finished(run_dir, ckpt, wait_s)
     if not (finished and ckpt.is_file()):
@@ -112,9 +112,9 @@ def load_pretrained(
                 f"`python -m sppnet_exp.train {' '.join(_cli(tcfg))}` first or set pretrained.train_if_missing=true"
             )
         log.info(f"pretrained cell {tcfg.cell} (seed {pre.seed}) not found at {run_dir}: training it now")
-        from sppnet_exp.training.task import train
+        from sppnet_exp.engine.tasks import run_cell
 
-        train(tcfg)
+        run_cell("train", tcfg)  # the classification task, asked for through the engine by its config
     info = {
         "cell": str(tcfg.cell),
         "run_dir": str(run_dir),
@@ -130,7 +130,7 @@ def _wait_finished(run_dir: Path, ckpt: Path, wait_s: float, poll_s: float = 10.
     """Poll until the run at ``run_dir`` is finished with its checkpoint, or ``wait_s`` has passed."""
     import time
 
-    from sppnet_exp.reporting.results import read_results
+    from sppnet_exp.engine.results import read_results
 
     start = time.monotonic()
     log.info(f"waiting up to {wait_s:.0f} s for the pretrained net at {run_dir} (trained by rank 0)")

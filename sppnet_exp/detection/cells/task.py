@@ -25,8 +25,9 @@ from sppnet_exp.detection.cells.common import proposal_provenance
 from sppnet_exp.detection.cells.detector import run_detector
 from sppnet_exp.detection.cells.pretrained import load_pretrained, pretrained_identity
 from sppnet_exp.detection.cells.timing import run_timing, timing_note
-from sppnet_exp.reporting.results import make_payload, read_results, supersede_run, update_results, write_results
-from sppnet_exp.training.wiring import build_loggers
+from sppnet_exp.engine.lifecycle import check_recipe_overrides, open_run, record_table, refuse, tables_with
+from sppnet_exp.engine.results import make_payload, update_results, write_results
+from sppnet_exp.engine.wiring import build_loggers
 from sppnet_exp.utils.dist import is_primary
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,7 @@ METHODS = ("spp", "rcnn", "combine", "timing")
 
 def _payload(cfg: DictConfig, status: str, previous: dict[str, Any] | None) -> dict[str, Any]:
     """Identity and provenance of a detection run (the shared results.json schema, plus task and device)."""
-    tables = list((previous or {}).get("tables", []))
-    if cfg.get("table") and cfg.table not in tables:
-        tables.append(str(cfg.table))
+    tables = tables_with(previous, cfg.get("table"))
     payload = make_payload(
         cell=str(cfg.cell),
         model=str(cfg.pretrained.model),
@@ -61,36 +60,12 @@ def _payload(cfg: DictConfig, status: str, previous: dict[str, Any] | None) -> d
     return {**payload, "task": "detect", "run_dir": str(cfg.run_dir), "proposals": proposals, "report_notes": [note]}
 
 
-def _check_reusable(cfg: DictConfig, previous: dict[str, Any] | None, run_dir: Path) -> None:
-    """Refuse a run dir whose results.json records another conv5 precision than the one asked for (the only
-    trainer setting of a detection cell that changes a result; the rest of its identity is hashed whole)."""
-    from sppnet_exp.training.task import RunMismatchError
-    from sppnet_exp.utils.identity import describe_differences, recipe_overrides_of
-
-    recorded_cfg = (previous or {}).get("config")
-    if not isinstance(recorded_cfg, dict):
-        return
-    recorded = recipe_overrides_of({**recorded_cfg, "task_name": "detect"})
-    value = cfg.get("recipe_overrides") or {}
-    requested = dict(OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value)
-    keys = sorted(set(recorded) | set(requested))
-    diffs = {k: (recorded.get(k), requested.get(k)) for k in keys if recorded.get(k) != requested.get(k)}
-    if diffs:
-        raise RunMismatchError(
-            f"<{cfg.cell}>: {run_dir} holds a {(previous or {}).get('status', 'earlier')} run made with other"
-            f" settings ({describe_differences(diffs)}; recorded → requested), so it is not reused: add"
-            " retrain=true to run it again (the earlier run moves to superseded/)"
-        )
-
-
 def _check_same_pretrained(cfg: DictConfig, previous: dict[str, Any] | None, run_dir: Path) -> None:
     """Refuse a run dir whose results.json was computed from another pretrained net than the one ``cfg`` names
     now: its Table 2 cell was trained again with another recipe (another run identity, another run dir) or another
     checkpoint file is given. The cell's own fingerprint hashes the ``pretrained`` group, which names the net but
     not the recipe it was trained with, so without this check the stale detections would be skipped over as
     finished (or a killed cell resumed on rows of the old net)."""
-    from sppnet_exp.training.task import RunMismatchError
-
     recorded = ((previous or {}).get("detect") or {}).get("pretrained")
     if str(cfg.detector.method) not in ("spp", "rcnn") or not isinstance(recorded, dict):
         return
@@ -101,10 +76,8 @@ def _check_same_pretrained(cfg: DictConfig, previous: dict[str, Any] | None, run
         old = f"{recorded.get('cell')} {recorded.get('fingerprint')}"
         new = f"{now['cell']} {now['fingerprint']}"
     if old != new:
-        raise RunMismatchError(
-            f"<{cfg.cell}>: {run_dir} holds a {(previous or {}).get('status', 'earlier')} run computed from another"
-            f" pretrained net ({old} → {new}; recorded → requested), so it is not reused: add retrain=true to run"
-            " it again (the earlier run moves to superseded/)"
+        raise refuse(
+            cfg, previous, run_dir, f"computed from another pretrained net ({old} → {new}; recorded → requested)"
         )
 
 
@@ -121,20 +94,10 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
     if method not in METHODS:
         raise ValueError(f"detector.method must be one of {METHODS}, got {method!r}")
     run_dir = Path(cfg.run_dir)
-    previous = read_results(run_dir) if (run_dir / "results.json").is_file() else None
-    if cfg.get("retrain", False):
-        if is_primary():  # the extra ranks start later and ignore rank 0's fresh results.json likewise
-            log.info(f"retrain=true: running detection cell <{cfg.cell}> again from scratch in {run_dir}")
-            supersede_run(run_dir)
-        previous = None
-    else:
-        _check_reusable(cfg, previous, run_dir)
-        _check_same_pretrained(cfg, previous, run_dir)
+    previous = open_run(cfg, [check_recipe_overrides, _check_same_pretrained])
     if cfg.skip_finished and previous is not None and previous.get("status") == "finished":
         log.info(f"Skipping finished detection cell <{cfg.cell}>: {run_dir}")
-        if cfg.get("table") and cfg.table not in previous.get("tables", []):
-            previous = update_results(run_dir, {"tables": [*previous.get("tables", []), str(cfg.table)]})
-        return previous
+        return record_table(run_dir, previous, cfg.get("table"))
     L.seed_everything(int(cfg.seed), workers=True)
     if not is_primary():
         # An extra rank (DDP child, SLURM task > 0): only the sharded conv5 extraction runs here; it exits after

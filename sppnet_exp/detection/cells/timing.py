@@ -28,9 +28,9 @@ from sppnet_exp.detection.cells.features import spp_spec
 from sppnet_exp.detection.cells.pretrained import load_pretrained, pretrained_train_config
 from sppnet_exp.detection.evaluation.timing_pairs import PaperGeometry, paired_timing, paper_items, timing_rows
 from sppnet_exp.detection.features.pooling import PoolingSpec
+from sppnet_exp.engine.wiring import model_kwargs
 from sppnet_exp.models import build_model
 from sppnet_exp.models.net import SPPNet
-from sppnet_exp.training.task import model_kwargs
 
 log = logging.getLogger(__name__)
 

@@ -23,18 +23,16 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sppnet_exp.detection.structures.detections import Detections, write_detections
-from sppnet_exp.utils.io import atomic_write_json, read_json
+from sppnet_exp.formats.pr_curves import pr_path
+from sppnet_exp.utils.io import atomic_write_json
 
-__all__ = ["PR_FILE", "GroundTruth", "VOCResult", "evaluate_detections", "pr_points", "read_pr", "voc_ap"]
+__all__ = ["GroundTruth", "VOCResult", "evaluate_and_write", "evaluate_detections", "pr_points", "voc_ap"]
 
-# A row's per-class PR points, beside its detections_<row>.jsonl (read by the report's figures).
-PR_FILE = "pr_{row}.json"
 PR_MAX_POINTS = 100
 
 
@@ -284,20 +282,6 @@ def pr_points(res: VOCResult, max_points: int = PR_MAX_POINTS) -> dict[str, Any]
         }
     metric = "VOC07 11-point" if res.use_07_metric else "VOC all-point"
     return {"metric": metric, "min_overlap": res.min_overlap, "classes": classes}
-
-
-def pr_path(detections_path: str | os.PathLike[str]) -> Path:
-    """The PR points file of a detections file: ``detections_<row>.jsonl`` -> ``pr_<row>.json`` beside it."""
-    p = Path(detections_path)
-    return p.with_name(PR_FILE.format(row=p.stem.removeprefix("detections_")))
-
-
-def read_pr(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A PR points file written by :func:`evaluate_and_write` (``{"classes": {c: {recall, precision, ap}}}``)."""
-    d = read_json(path)
-    if not isinstance(d, dict) or not isinstance(d.get("classes"), dict):
-        raise ValueError(f"{path}: not a PR points file (no 'classes' mapping)")
-    return d
 
 
 def evaluate_and_write(

@@ -118,7 +118,7 @@ def finish_wandb() -> None:
 
 def run_metadata(cfg: DictConfig, trainer: L.Trainer) -> dict[str, Any]:
     """Identity and provenance of a run, stored in its results.json (the shared payload of every task)."""
-    from sppnet_exp.reporting.results import make_payload
+    from sppnet_exp.engine.results import make_payload
 
     payload = make_payload(
         cell=str(cfg.cell),
@@ -138,3 +138,19 @@ def run_metadata(cfg: DictConfig, trainer: L.Trainer) -> dict[str, Any]:
     for key in ("status", "metrics", "train", "tables", "updated"):  # the task sets these
         payload.pop(key)
     return {**payload, "task": str(cfg.get("task_name", "train")), "run_dir": str(cfg.run_dir)}
+
+
+def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """`build_model` kwargs from the model, mode and scale groups."""
+    return {
+        "name": cfg.model.name,
+        "head": cfg.mode.head,
+        "levels": list(cfg.mode.levels),
+        "width": float(cfg.scale.width),
+        "input_size": int(cfg.scale.crop),
+        "dropout": float(cfg.model.dropout),
+        "batch_norm": bool(cfg.model.get("batch_norm", False)),
+        "lrn": bool(cfg.model.get("lrn", True)),
+        "pool": cfg.mode.get("pool", "max"),
+        "init": cfg.model.init,
+    }

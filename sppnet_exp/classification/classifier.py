@@ -16,10 +16,10 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection, MinMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 
+from sppnet_exp.classification.sizes import SizeSchedule
 from sppnet_exp.data.batches import finish_batch
 from sppnet_exp.data.device_decode import EncodedBatch
 from sppnet_exp.models import build_model
-from sppnet_exp.training.sizes import SizeSchedule
 
 PLATEAU_WINDOW = 10  # steps of the running training loss that decides when a run leaves the initial plateau
 PLATEAU_FRACTION = 0.95  # ... once it is below this fraction of chance, ln(number of classes)

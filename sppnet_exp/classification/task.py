@@ -7,15 +7,15 @@ versions, git commit) atomically into its run dir.
 
 The fingerprint covers every setting that changes a result (:mod:`sppnet_exp.utils.identity`), and a run dir
 whose results.json records other result settings than the ones asked for (one written before they counted) is
-never reused: :class:`RunMismatchError` names the settings. ``retrain=true`` trains the cell again from nothing;
-the earlier run moves to ``<run_dir>/superseded/`` and its CSV log stays beside the new one's (``csv/version_N``).
+never reused; ``retrain=true`` trains the cell again from nothing, its CSV log beside the new one's
+(``csv/version_N``): the run dir's life is the engine's (:mod:`sppnet_exp.engine.lifecycle`), the same for a
+detection cell.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +23,18 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sppnet_exp.reporting.results import (
-    read_results,
-    supersede_run,
-    superseded_count,
-    update_results,
-    write_results,
-)
-from sppnet_exp.training.classifier import SPPClassifier
-from sppnet_exp.training.wiring import (
+from sppnet_exp.classification.classifier import SPPClassifier
+from sppnet_exp.engine.lifecycle import check_settings, open_run, record_table, tables_with
+from sppnet_exp.engine.results import superseded_count, write_results
+from sppnet_exp.engine.wiring import (
     build_callbacks,
     build_datamodule,
     build_loggers,
     build_trainer,
     channels_last,
+    model_kwargs,
     run_metadata,
 )
-from sppnet_exp.utils.dist import is_primary
-from sppnet_exp.utils.identity import describe_differences, setting_differences
 
 log = logging.getLogger(__name__)
 
@@ -51,46 +45,17 @@ def _finished_views(results: dict[str, Any] | None) -> set[str]:
     return set(results.get("metrics", {}))
 
 
-class RunMismatchError(RuntimeError):
-    """A run dir holds a run computed with other result settings than the ones asked for: it is not reused."""
-
-
-def check_reusable(cfg: DictConfig, previous: Mapping[str, Any] | None, run_dir: Path) -> None:
-    """Raise :class:`RunMismatchError` when ``previous`` (the run dir's results.json) records result settings
-    (epochs, batch limits, precision, loader) other than ``cfg``'s; a results.json without a config passes."""
-    recorded = (previous or {}).get("config")
-    if not isinstance(recorded, Mapping):
-        return
-    diffs = setting_differences(recorded, cfg)
-    if diffs:
-        status = (previous or {}).get("status", "earlier")
-        raise RunMismatchError(
-            f"<{cfg.cell}>: {run_dir} holds a {status} run made with other settings ({describe_differences(diffs)};"
-            " recorded → requested), so it is not reused: add retrain=true to train it again (the earlier run"
-            " moves to superseded/, its CSV log is kept)"
-        )
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (or resume, or skip) the cell ``cfg`` describes, test the views it asks for, return results."""
     run_dir = Path(cfg.run_dir)
     views = list(cfg.eval.views)
-    previous = read_results(run_dir) if (run_dir / "results.json").exists() else None
     retrain = bool(cfg.get("retrain", False))
-    if retrain:
-        # Rank 0 moves the earlier run aside before any other rank starts (DDP children re-run this job with
-        # retrain=true and find rank 0's fresh results.json: they ignore it likewise).
-        if is_primary():
-            log.info(f"retrain=true: training <{cfg.cell}> again from scratch in {run_dir}")
-            supersede_run(run_dir)
-        previous = None
-    else:
-        check_reusable(cfg, previous, run_dir)
+    previous = open_run(cfg, [check_settings])
     _name_wandb_run(cfg, run_dir)
     done_views = _finished_views(previous)
     if cfg.skip_finished and previous is not None and set(views) <= done_views:
         log.info(f"Skipping finished cell <{cfg.cell}>: {run_dir} has views {sorted(done_views)}")
-        _add_table(run_dir, previous, cfg.table)
+        record_table(run_dir, previous, cfg.table)
         return previous
 
     L.seed_everything(cfg.seed, workers=True)
@@ -127,7 +92,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, callbacks=callbacks, loggers=loggers, resume_from=resume_from)
     meta = run_metadata(cfg, trainer)
     if trainer.is_global_zero and not training_done:
-        write_results(run_dir, {**meta, "status": "running", "metrics": {}, "tables": _tables(previous, cfg.table)})
+        write_results(run_dir, {**meta, "status": "running", "metrics": {}, "tables": tables_with(previous, cfg.table)})
 
     start = time.time()
     if not training_done:
@@ -163,7 +128,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             # first step whose 10-step mean training loss < 0.95 ln C (None: never left the plateau)
             "plateau_exit": module.plateau_exit,
         }
-    payload = {**meta, "status": "finished", "train": train_info, "tables": _tables(previous, cfg.table)}
+    payload = {**meta, "status": "finished", "train": train_info, "tables": tables_with(previous, cfg.table)}
     payload["metrics"] = {**(previous or {}).get("metrics", {}), **metrics} if training_done else metrics
     write_results(run_dir, payload)
     log.info(f"<{cfg.cell}> results: {metrics}  ({run_dir / 'results.json'})")
@@ -180,22 +145,6 @@ def _name_wandb_run(cfg: DictConfig, run_dir: Path) -> None:
             wandb.id = f"{wandb.id}-r{k}"
 
 
-def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """`build_model` kwargs from the model, mode and scale groups."""
-    return {
-        "name": cfg.model.name,
-        "head": cfg.mode.head,
-        "levels": list(cfg.mode.levels),
-        "width": float(cfg.scale.width),
-        "input_size": int(cfg.scale.crop),
-        "dropout": float(cfg.model.dropout),
-        "batch_norm": bool(cfg.model.get("batch_norm", False)),
-        "lrn": bool(cfg.model.get("lrn", True)),
-        "pool": cfg.mode.get("pool", "max"),
-        "init": cfg.model.init,
-    }
-
-
 def _metrics_by_view(logged: dict[str, float], views: list[str]) -> dict[str, dict[str, float]]:
     """``{"test/10view/top1_err": x}`` → ``{"10view": {"top1_err": x}}``."""
     out: dict[str, dict[str, float]] = {}
@@ -204,18 +153,6 @@ def _metrics_by_view(logged: dict[str, float], views: list[str]) -> dict[str, di
         if len(parts) == 3 and parts[0] == "test" and parts[1] in views:
             out.setdefault(parts[1], {})[parts[2]] = int(value) if parts[2] == "n" else round(float(value), 4)
     return out
-
-
-def _tables(previous: dict[str, Any] | None, table: str | None) -> list[str]:
-    tables = list((previous or {}).get("tables", []))
-    if table and table not in tables:
-        tables.append(table)
-    return tables
-
-
-def _add_table(run_dir: Path, previous: dict[str, Any], table: str | None) -> None:
-    if table and table not in previous.get("tables", []):
-        update_results(run_dir, {"tables": _tables(previous, table)})
 
 
 def _steps_per_epoch(trainer: L.Trainer) -> int | None:
@@ -228,4 +165,4 @@ def _float(value: Any) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
-__all__ = ["RunMismatchError", "check_reusable", "model_kwargs", "train"]
+__all__ = ["train"]

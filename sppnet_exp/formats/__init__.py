@@ -1,0 +1,1 @@
+"""File formats that one package writes and another reads (below both: detection writes, reporting reads)."""
