@@ -16,11 +16,6 @@ PYTEST_ARGS ?=
 # of experiments/table2/README.md), e.g. SEEDS=0 for one.
 SEEDS ?= 0,1,2
 
-TABLE2_CELLS := $(shell printf 'table2/%s,' zf5_nospp zf5_spp_single zf5_spp_multi convnet5_nospp convnet5_spp_single convnet5_spp_multi overfeat5_nospp overfeat5_spp_single overfeat5_spp_multi overfeat7_nospp overfeat7_spp_single overfeat7_spp_multi | sed 's/,$$//')
-TABLE3_CELLS := table3/zf5_spp_single,table3/zf5_spp_multi,table3/overfeat7_spp_single,table3/overfeat7_spp_multi
-TABLE9_CELLS := table9/spp_1scale,table9/spp_5scale,table9/rcnn_alexnet,table9/timing
-TABLE10_CELLS := table10/spp_1scale,table10/spp_5scale,table10/rcnn_zf5,table10/timing
-TABLE12_CELLS := table12/net1,table12/net2
 
 # `make smoke`: every table's pipeline on a few generated images, in its own runs and data root under the
 # git-ignored outputs/ (removed first), W&B disabled, the reports in $(SMOKE_DIR)/reports (never experiments/).
@@ -61,26 +56,18 @@ install: $(STAMP)  ## create .venv from requirements.lock (uv, hashes checked)
 lock:  ## re-resolve requirements.in into requirements.lock (with hashes)
 	$(UV) pip compile requirements.in --python-version 3.11 --generate-hashes --no-header -o requirements.lock
 
-table2: $(STAMP)  ## Table 2: 4 networks x 3 modes (multirun), then the report
-	$(PY) -m sppnet_exp.train -m 'experiment=$(TABLE2_CELLS)' seed=$(SEEDS) $(ARGS)
-	$(PY) -m sppnet_exp.report table=table2 $(REPORT_ARGS)
+# Each table's runs are listed once, in the `sweep` of experiments/<table>/expected.yaml (beside its rows, columns and
+# relations); `python -m sppnet_exp.table <table> --print` shows the multirun a target runs.
+TABLES := table2 table3 table9 table10 table12
 
+table2: $(STAMP)  ## Table 2: 4 networks x 3 modes x SEEDS (multirun), then the report
 table3: $(STAMP)  ## Table 3: single-view tests of Table 2's checkpoints (trains what is missing)
-	$(PY) -m sppnet_exp.eval -m 'experiment=$(TABLE3_CELLS)' seed=$(SEEDS) $(ARGS)
-	$(PY) -m sppnet_exp.report table=table3 $(REPORT_ARGS)
-
 table9: $(STAMP)  ## Table 9: SPP 1-sc / 5-sc and R-CNN (AlexNet) detection + timing (multirun), then the report
-	$(PY) -m sppnet_exp.detect -m 'experiment=$(TABLE9_CELLS)' $(ARGS)
-	$(PY) -m sppnet_exp.report table=table9 $(REPORT_ARGS)
-
-table10: $(STAMP)  ## Table 10: SPP vs R-CNN on the same ZF-5 (multirun), then the report
-	$(PY) -m sppnet_exp.detect -m 'experiment=$(TABLE10_CELLS)' $(ARGS)
-	$(PY) -m sppnet_exp.report table=table10 $(REPORT_ARGS)
-
-table12: $(STAMP)  ## Table 12: two SPP-nets from different seeds and their combination, then the report
-	$(PY) -m sppnet_exp.detect -m 'experiment=$(TABLE12_CELLS)' $(ARGS)
-	$(PY) -m sppnet_exp.detect -m experiment=table12/combination $(ARGS)
-	$(PY) -m sppnet_exp.report table=table12 $(REPORT_ARGS)
+table10: $(STAMP)  ## Table 10: SPP vs R-CNN on the same ZF-5 (Table 9's SPP runs reused), then the report
+table12: $(STAMP)  ## Table 12: two SPP-nets from different seeds, then their combination, then the report
+$(TABLES):
+	$(PY) -m sppnet_exp.table $@ --seeds $(SEEDS) $(ARGS)
+	$(PY) -m sppnet_exp.report table=$@ $(REPORT_ARGS)
 
 smoke: $(STAMP)  ## ~1 min: Tables 2, 3, 9, 10, 12 end to end on a few images, into outputs/smoke only
 	@case "$(SMOKE_DIR)" in *..*) echo "SMOKE_DIR must not contain .."; exit 2;; outputs/?*) ;; *) echo "SMOKE_DIR must be under outputs/ (git-ignored)"; exit 2;; esac

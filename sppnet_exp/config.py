@@ -54,10 +54,14 @@ def register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("sppnet.fingerprint"):
         OmegaConf.register_new_resolver("sppnet.fingerprint", fingerprint)
+    # The two recipe resolvers give a mapping: returned as a DictConfig, so that an in-place resolve (Hydra's
+    # `--cfg job --resolve`, OmegaConf.resolve) can store it (a plain dict is refused as a node value).
     if not OmegaConf.has_resolver("sppnet.recipe"):
-        OmegaConf.register_new_resolver("sppnet.recipe", recipe_overrides)
+        OmegaConf.register_new_resolver("sppnet.recipe", lambda *a: OmegaConf.create(recipe_overrides(*a)))
     if not OmegaConf.has_resolver("sppnet.detect_recipe"):
-        OmegaConf.register_new_resolver("sppnet.detect_recipe", detect_recipe_overrides)
+        OmegaConf.register_new_resolver(
+            "sppnet.detect_recipe", lambda *a: OmegaConf.create(detect_recipe_overrides(*a))
+        )
     if not OmegaConf.has_resolver("sppnet.run_fingerprint"):
         OmegaConf.register_new_resolver("sppnet.run_fingerprint", run_fingerprint)
     if not OmegaConf.has_resolver("sppnet.default"):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from sppnet_exp.config import config_dir
 from sppnet_exp.engine.wiring import build_trainer
@@ -38,6 +39,10 @@ def test_experiment_composes(experiment: str) -> None:
         cfg = compose(name, overrides=[f"experiment={experiment}"], return_hydra_config=True)
     assert cfg.table == table
     assert cfg.run_dir.endswith(f"{cfg.cell}/generated-embedded-s0-{cfg.fingerprint}")
+    # resolved in place, as `--cfg job --resolve` and launchers do: every value (the recipe mappings too) stores
+    resolved = cfg.copy()
+    OmegaConf.resolve(resolved)
+    assert resolved.run_dir == cfg.run_dir and dict(resolved.recipe_overrides) == {}
     if table in DETECTION_TABLES:
         assert cfg.detector.method in ("spp", "rcnn", "combine", "timing")
         return

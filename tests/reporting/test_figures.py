@@ -14,7 +14,7 @@ from tests.synthetic_tables import DET_ROWS, runs_of, write_pr_points, write_run
 pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402  (after the skip: PIL comes with matplotlib's stack)
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 PICTURES = {
     "table2": ["gains.png"],
     "table3": ["gains.png", "views.png"],

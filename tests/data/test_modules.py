@@ -304,7 +304,7 @@ def test_voc_multilabel(tmp_path: Path) -> None:
 
 def _shared_data() -> Path:
     env = os.environ.get("SPPNET_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.mark.data

@@ -200,7 +200,7 @@ def test_two_cell_multirun_with_two_ddp_ranks_each(tmp_path: Path, data_dir: Pat
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     args = [
         sys.executable,
         "-m",

@@ -20,7 +20,7 @@ from sppnet_exp.bench.summary import (
 )
 from tests.conftest import TINY
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _check_meta(meta: dict) -> None:

@@ -406,7 +406,9 @@ def test_csv_columns_and_files(tmp_path: Path) -> None:
     assert len(rows) == 5 * 4 * 2  # (3 rows + 2 in-text rows) x 4 networks x 2 metrics
     out = tmp_path / "exp"
     paths = rep.to_files(out)
-    tables = sorted(p.name for p in out.iterdir() if p.suffix != ".png")  # the pictures: tests/test_figures.py
+    tables = sorted(
+        p.name for p in out.iterdir() if p.suffix != ".png"
+    )  # the pictures: tests/reporting/test_figures.py
     assert tables == ["results.csv", "results.md"] == sorted(p.name for p in paths if p.suffix != ".png")
     assert (out / "results.csv").read_text() == rep.csv
     assert "## Verification" in (out / "results.md").read_text()

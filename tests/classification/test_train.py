@@ -74,7 +74,7 @@ def test_killed_run_resumes_from_last_checkpoint(make_cfg: Callable[..., DictCon
     resumed with trainer.max_epochs=2 would be another run, in another run dir); the kill comes from a callback,
     which is not part of the identity."""
     args = ["experiment=table2/zf5_spp_multi", "+trainer.limit_train_batches=2", "scale.max_epochs=2"]
-    kill = "+callbacks.kill._target_=tests.test_train.KillAfterFirstEpoch"
+    kill = "+callbacks.kill._target_=tests.classification.test_train.KillAfterFirstEpoch"
     cfg1 = make_cfg(*args, kill, logger="csv")
     with pytest.raises(RuntimeError, match="killed"):
         train(cfg1)
