@@ -16,4 +16,4 @@ for run in "$OUT"/runs/*/generated-embedded-s0-*; do   # the same cells, as the 
   [ -f "$old/results.json" ] || { echo "$cell: no run $old before the change (another identity?)"; continue; }
   mkdir -p "$OUT/before/$cell/$(basename "$run")" && cp "$old/results.json" "$OUT/before/$cell/$(basename "$run")/"
 done
-.venv/bin/python -m sppnet_exp.reporting.same_results "$OUT/before" "$OUT/runs" | tee "$OUT/same_results.txt"
+.venv/bin/python -m sppnet_exp.reporting.same_results --common "$OUT/before" "$OUT/runs" | tee "$OUT/same_results.txt"

@@ -4,8 +4,9 @@ The check behind a refactor that must not change a number (issue 23) and behind 
 finished ``results.json`` under ``ROOT_A`` is paired with the one of the same cell, data, scale and seed under
 ``ROOT_B`` (the run dir's name without its fingerprint, so a change of identity alone is reported, not
 mistaken for a missing run), and their ``metrics`` are compared value by value — exactly by default, or within
-``--tol``. Timing metrics (``*time*``, ``*speedup*``, ``*seconds*``) vary from run to run and are left out
-unless ``--timing``.
+``--tol``. Timing metrics (``*time*``, ``*speedup*``, ``*seconds*``, ``*_s``) vary from run to run and are left
+out unless ``--timing``. ``--common`` compares only the metrics both runs have and lists the others (a test view
+one run added later, e.g. Table 3's views of a Table 2 checkpoint).
 
 Exit 0 when every pair is equal and no run is missing on either side, 1 otherwise.
 """
@@ -24,7 +25,7 @@ from typing import Any
 __all__ = ["compare_roots", "finished_runs", "main"]
 
 _FINGERPRINT = re.compile(r"-[0-9a-f]{8}$")
-_TIMING = re.compile(r"time|speedup|seconds|per_s")
+_TIMING = re.compile(r"time|speedup|seconds|per_s|_s$")
 
 
 def finished_runs(root: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
@@ -56,7 +57,9 @@ def _differs(a: Any, b: Any, tol: float) -> bool:
     return a != b
 
 
-def compare_roots(a: Path, b: Path, tol: float = 0.0, timing: bool = False) -> tuple[list[str], bool]:
+def compare_roots(
+    a: Path, b: Path, tol: float = 0.0, timing: bool = False, common: bool = False
+) -> tuple[list[str], bool]:
     """The lines of the comparison of runs roots ``a`` and ``b``, and whether they hold the same results."""
     runs_a, runs_b = finished_runs(a), finished_runs(b)
     lines: list[str] = []
@@ -70,18 +73,21 @@ def compare_roots(a: Path, b: Path, tol: float = 0.0, timing: bool = False) -> t
         (dir_a, res_a), (dir_b, res_b) = runs_a[key], runs_b[key]
         leaves_a = dict(_leaves(res_a.get("metrics", {})))
         leaves_b = dict(_leaves(res_b.get("metrics", {})))
-        keep = [k for k in sorted(set(leaves_a) | set(leaves_b)) if timing or not _TIMING.search(k)]
+        keys = set(leaves_a) & set(leaves_b) if common else set(leaves_a) | set(leaves_b)
+        keep = [k for k in sorted(keys) if timing or not _TIMING.search(k)]
+        one_sided = sorted((set(leaves_a) ^ set(leaves_b)) - keys)
         diffs = [
             f"{k}: {leaves_a.get(k, '—')} vs {leaves_b.get(k, '—')}"
             for k in keep
             if k not in leaves_a or k not in leaves_b or _differs(leaves_a[k], leaves_b[k], tol)
         ]
         ident = "" if dir_a.name == dir_b.name else f" (identity {dir_a.name} -> {dir_b.name})"
+        only = f" (on one side only, not compared: {', '.join(one_sided)})" if one_sided else ""
         if diffs:
             same = False
-            lines.append(f"{key}{ident}: {len(diffs)} of {len(keep)} metrics differ: " + "; ".join(diffs[:8]))
+            lines.append(f"{key}{ident}: {len(diffs)} of {len(keep)} metrics differ: " + "; ".join(diffs[:8]) + only)
         else:
-            lines.append(f"{key}{ident}: {len(keep)} metrics equal")
+            lines.append(f"{key}{ident}: {len(keep)} metrics equal{only}")
     lines.append(f"{len(runs_a)} vs {len(runs_b)} finished runs: " + ("the same results" if same else "DIFFERENT"))
     return lines, same
 
@@ -92,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root_b", type=Path)
     parser.add_argument("--tol", type=float, default=0.0, help="absolute tolerance per metric (default: exact)")
     parser.add_argument("--timing", action="store_true", help="compare the timing metrics too")
+    parser.add_argument("--common", action="store_true", help="compare only the metrics both runs have")
     args = parser.parse_args(argv)
     for root in (args.root_a, args.root_b):
         if not root.is_dir():
             parser.error(f"{root}: not a folder (a runs root, e.g. outputs/runs)")
-    lines, same = compare_roots(args.root_a, args.root_b, args.tol, args.timing)
+    lines, same = compare_roots(args.root_a, args.root_b, args.tol, args.timing, args.common)
     print("\n".join(lines))
     return 0 if same else 1
 

@@ -40,4 +40,8 @@ def test_pairs_by_cell_data_scale_seed_and_names_what_differs(tmp_path: Path) ->
     assert f"zf5/generated-embedded-s1: no finished run under {a}" in text
     assert "10view.top1_err: 7.25 vs 7.5" in text and "ftfc7.mAP: 90.1 vs —" in text
     assert compare_roots(a, b, tol=0.5)[1] is False  # the missing mAP and the missing run stay differences
+    lines, _ = compare_roots(a, b, tol=0.5, common=True)  # only what both have: the mAP is listed, not compared
+    assert any(
+        "zf5/generated-embedded-s0: 2 metrics equal (on one side only, not compared: ftfc7.mAP" in ln for ln in lines
+    )
     assert main([str(a), str(a)]) == 0 and main([str(a), str(b)]) == 1
