@@ -40,7 +40,7 @@ def report(cfg: DictConfig) -> bool:
         wandb_project=cfg.wandb.project,
         wandb_entity=cfg.wandb.entity,
         verify=True,  # always shown in results.md; `verify=true` makes a failure the exit code
-        recipe=str(cfg.get("recipe", "auto")),
+        recipe=str(cfg.recipe),
         other_dir=Path(cfg.other_dir),
     )
     print(rep.console)

@@ -255,6 +255,8 @@ class SPPClassifier(L.LightningModule):
 
     # -- optimisation --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
+        # The fallbacks are the library API's (``SPPClassifier(optim=None)``, no Hydra config): the paper's SGD, §3.1;
+        # a run from the CLI always passes conf/optim/sgd.yaml whole.
         cfg = self.optim_cfg
         optimizer = torch.optim.SGD(
             self.net.parameters(),

@@ -49,7 +49,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (or resume, or skip) the cell ``cfg`` describes, test the views it asks for, return results."""
     run_dir = Path(cfg.run_dir)
     views = list(cfg.eval.views)
-    retrain = bool(cfg.get("retrain", False))
+    retrain = bool(cfg.retrain)
     previous = open_run(cfg, [check_settings])
     _name_wandb_run(cfg, run_dir)
     done_views = _finished_views(previous)
@@ -59,7 +59,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return previous
 
     L.seed_everything(cfg.seed, workers=True)
-    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
+    torch.set_float32_matmul_precision(cfg.matmul_precision)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -89,7 +89,7 @@ def open_run(cfg: DictConfig, checks: Sequence[ReuseCheck]) -> dict[str, Any] | 
     the job with retrain=true and find rank 0's fresh results.json: they ignore it likewise)."""
     run_dir = Path(cfg.run_dir)
     previous = read_results(run_dir) if (run_dir / "results.json").is_file() else None
-    if cfg.get("retrain", False):
+    if cfg.retrain:
         if is_primary():
             log.info(f"retrain=true: running <{cfg.cell}> again from scratch in {run_dir}")
             supersede_run(run_dir)

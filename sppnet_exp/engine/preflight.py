@@ -370,10 +370,6 @@ def check_combination(cfg: DictConfig, earlier_runs: Collection[Path] = ()) -> l
     ]
 
 
-def _timing_geometry(cfg: DictConfig) -> str:
-    return str(OmegaConf.select(cfg, "scale.timing.geometry", default="data"))
-
-
 def _rcnn_pretrained(cfg: DictConfig) -> DictConfig | None:
     """The R-CNN net of a timing cell (``detector.rcnn_pretrained``: a pretrained group, loaded as timing does)."""
     from sppnet_exp.config import config_dir
@@ -384,17 +380,22 @@ def _rcnn_pretrained(cfg: DictConfig) -> DictConfig | None:
 
 
 def _detect_inputs(cfg: DictConfig, earlier_runs: Collection[Path]) -> list[Problem]:
-    method = str(OmegaConf.select(cfg, "detector.method", default=""))
-    reads_data = method in ("spp", "rcnn", "combine") or (method == "timing" and _timing_geometry(cfg) == "data")
+    from sppnet_exp.detection.cells.methods import METHODS
+
+    name = OmegaConf.select(cfg, "detector.method")
+    method = METHODS.get(str(name))
+    if method is None:  # no detector (a bare config): nothing to check; a misspelt one: named
+        known = "one of " + ", ".join(METHODS)
+        return [] if name is None else [Problem("detector.method", f"{name!r} is not a detection method", known)]
     problems: list[Problem] = []
-    root = check_detection_root(cfg.data) if reads_data and cfg.get("data") is not None else None
+    root = check_detection_root(cfg.data) if method.reads_data(cfg) and cfg.get("data") is not None else None
     problems += [root] if root else []
-    if method in ("spp", "rcnn") or (method == "timing" and _timing_geometry(cfg) == "data"):
+    if method.reads_proposals_and_net(cfg):
         problems += check_proposals(cfg)
         problems += check_pretrained(cfg)
-        if method == "timing" and (rcnn := _rcnn_pretrained(cfg)) is not None:
+        if (rcnn := _rcnn_pretrained(cfg)) is not None:  # a timing cell's R-CNN net
             problems += check_pretrained(cfg, rcnn, key="detector.rcnn_pretrained")
-    if method == "combine":
+    if method.combines:
         problems += check_combination(cfg, earlier_runs)
     resume = check_checkpoint("resume_from", cfg.get("resume_from"))
     return problems + ([resume] if resume else [])

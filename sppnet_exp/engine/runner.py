@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.engine.cli import fail, remove_unused_job_dir
 from sppnet_exp.engine.preflight import check_inputs
@@ -40,10 +40,10 @@ def run_task(task: Task | str, cfg: DictConfig) -> float | None:
     sweep; a job started elsewhere, e.g. by a cluster launcher, is checked here, where it runs). ``task`` may be
     a command (``"train"``, :data:`~.tasks.TASKS`) or a ``"module:function"`` string: the entry scripts name
     theirs so, and torch is imported only after the check."""
-    command = str(cfg.get("task_name", "train"))
+    command = str(cfg.task_name)
     problems = check_inputs(cfg, command)
     if problems:
-        remove_unused_job_dir(cfg.get("paths", {}).get("runs_root"))
+        remove_unused_job_dir(OmegaConf.select(cfg, "paths.runs_root"))
         fail(command, problems)
     # torch and Lightning are imported here, once the config is known to be runnable
     from sppnet_exp.engine.ddp import distributed_job
@@ -58,7 +58,7 @@ def run_task(task: Task | str, cfg: DictConfig) -> float | None:
         log.error(str(e))
         raise
     except Exception:
-        log.exception(f"{cfg.get('task_name', 'task')} cell <{cfg.get('cell')}> failed; run dir {cfg.get('run_dir')}")
+        log.exception(f"{cfg.task_name} cell <{cfg.get('cell')}> failed; run dir {cfg.get('run_dir')}")
         raise
     finally:
         finish_wandb()

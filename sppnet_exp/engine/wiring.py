@@ -137,7 +137,7 @@ def run_metadata(cfg: DictConfig, trainer: L.Trainer) -> dict[str, Any]:
     payload["host"]["accelerator"] = type(trainer.accelerator).__name__
     for key in ("status", "metrics", "train", "tables", "updated"):  # the task sets these
         payload.pop(key)
-    return {**payload, "task": str(cfg.get("task_name", "train")), "run_dir": str(cfg.run_dir)}
+    return {**payload, "task": str(cfg.task_name), "run_dir": str(cfg.run_dir)}
 
 
 def model_kwargs(cfg: DictConfig) -> dict[str, Any]:

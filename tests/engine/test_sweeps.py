@@ -161,7 +161,9 @@ def test_ddp_two_ranks_make_the_optimizer_steps_of_one_process(tmp_path: Path, d
     from sppnet_exp.config import compose_config
 
     common = [*tiny_overrides(tmp_path, data_dir), "logger=none", "+trainer.limit_test_batches=1"]
-    single = train(compose_config("train", ["experiment=table2/zf5_spp_single", *common, "trainer=cpu"]))["train"]
+    cfg = compose_config("train", ["experiment=table2/zf5_spp_single", *common, "trainer=cpu"])
+    lr = float(cfg.optim.lr)  # the scale's rate (embedded: 0.005 at batch 32), the same for both runs
+    single = train(cfg)["train"]
     assert single["world_size"] == 1 and single["optimizer_steps_per_epoch"] == 5  # 40 images / 8
     ddp_runs = tmp_path / "ddp_runs"  # the same cell identity: its own runs root, or it would be skipped
     args = ["-m", "sppnet_exp.train", "experiment=table2/zf5_spp_single", *common, "trainer=ddp_cpu"]
@@ -169,5 +171,5 @@ def test_ddp_two_ranks_make_the_optimizer_steps_of_one_process(tmp_path: Path, d
     [ddp] = [r["train"] for r in _results(ddp_runs)]
     assert ddp["world_size"] == 2
     assert ddp["global_batch"] == single["global_batch"] == 8 and ddp["process_batch"] == 4
-    assert ddp["optimizer_steps"] == single["optimizer_steps"] and ddp["lr"] == single["lr"] == 0.01
+    assert ddp["optimizer_steps"] == single["optimizer_steps"] and ddp["lr"] == single["lr"] == lr
     assert ddp["optimizer_steps_per_epoch"] == single["optimizer_steps_per_epoch"]

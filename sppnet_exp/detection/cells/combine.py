@@ -9,11 +9,12 @@ from omegaconf import DictConfig
 
 from sppnet_exp.detection.cells.common import setup_data
 from sppnet_exp.detection.cells.members import member_config, member_detections
+from sppnet_exp.detection.cells.methods import MethodRun
 from sppnet_exp.detection.evaluation.combine import combine_detections
 from sppnet_exp.detection.evaluation.voc_eval import evaluate_and_write
 from sppnet_exp.detection.structures.detections import read_detections
 
-__all__ = ["combine_cell", "member_config"]
+__all__ = ["combine_cell", "member_config", "run_combine"]
 
 
 def combine_cell(cfg: DictConfig, on_row: Any) -> dict[str, Any]:
@@ -38,3 +39,8 @@ def combine_cell(cfg: DictConfig, on_row: Any) -> dict[str, Any]:
     row_metrics = evaluate_and_write(merged, dm.test, list(dm.classes), Path(cfg.run_dir) / f"detections_{row}.jsonl")
     on_row(row, row_metrics, {"members": members})
     return {"members": members}
+
+
+def run_combine(cfg: DictConfig, on_row: Any, done_rows: set[str]) -> MethodRun:
+    """The runner of ``combine`` (:mod:`.methods`): its row goes through ``on_row``; nothing resumes."""
+    return MethodRun(info=combine_cell(cfg, on_row))

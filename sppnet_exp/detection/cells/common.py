@@ -45,7 +45,7 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
         "accelerator": t.get("accelerator", "auto"),
         "devices": 1,
         "precision": cfg.get("finetune_precision") or t.get("precision", "32-true"),
-        "enable_progress_bar": bool(t.get("enable_progress_bar", True)) and bool(cfg.get("progress", True)),
+        "enable_progress_bar": bool(t.get("enable_progress_bar", True)) and bool(cfg.progress),
         "default_root_dir": str(cfg.run_dir),
     }
 
@@ -62,7 +62,7 @@ def conv_trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
         keep["strategy"] = instantiate(strategy, _convert_="all")
     elif strategy is not None:
         keep["strategy"] = strategy
-    keep["enable_progress_bar"] = bool(cfg.get("progress", True))
+    keep["enable_progress_bar"] = bool(cfg.progress)
     return keep
 
 
@@ -145,8 +145,8 @@ def load_proposals(cfg: DictConfig, split: Any) -> dict[str, np.ndarray]:
         max_side=p.get("max_side"),
         min_size=p.get("min_size") or 0,
         max_proposals=p.get("max_proposals"),
-        workers=int(cfg.get("workers", 2)),
-        progress=bool(cfg.get("progress", True)),
+        workers=int(cfg.workers),
+        progress=bool(cfg.progress),
         layout=str(p.get("layout", "auto")),
     )
 

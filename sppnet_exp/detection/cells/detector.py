@@ -23,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.detection.cells.common import CellData, resolve_device, setup_cell_data, trainer_kwargs
 from sppnet_exp.detection.cells.features import SPPStage, rcnn_features, spp_features
+from sppnet_exp.detection.cells.methods import MethodRun, method_of
+from sppnet_exp.detection.cells.pretrained import load_pretrained
 from sppnet_exp.detection.evaluation.protocols import TestProtocol, protocol_state
 from sppnet_exp.detection.evaluation.testing import TestRow, detect_rows
 from sppnet_exp.detection.evaluation.voc_eval import evaluate_and_write
@@ -32,13 +34,14 @@ from sppnet_exp.detection.linear.bbox_reg import BoxRegressor, train_bbox_regres
 from sppnet_exp.detection.linear.mining import SVMRow, mine_svms, row_scales
 from sppnet_exp.detection.linear.svm import LinearDetector, SVMConfig
 from sppnet_exp.detection.structures.detections import Detections
+from sppnet_exp.engine.results import update_results
 from sppnet_exp.models.net import SPPNet
 from sppnet_exp.utils.dist import is_primary
 from sppnet_exp.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ROWS", "RowDef", "run_detector"]
+__all__ = ["ROWS", "RowDef", "run_detector", "run_windows"]
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,14 @@ def _regressor(cfg: DictConfig, data: CellData, train: WindowFeatures, run_dir: 
     return reg
 
 
+def run_windows(cfg: DictConfig, on_row: OnRow, done_rows: set[str]) -> MethodRun:
+    """The runner of the window methods (``spp``, ``rcnn``; :mod:`.methods`): the pretrained net, recorded in
+    results.json before the first row (a killed cell's rows name their net too), then every row not done."""
+    net, pre_info = load_pretrained(cfg)
+    update_results(Path(cfg.run_dir), {"detect": {"pretrained": pre_info}})
+    return MethodRun(info={"pretrained": pre_info, **run_detector(cfg, net, on_row=on_row, done_rows=done_rows)})
+
+
 def run_detector(
     cfg: DictConfig, net: SPPNet, on_row: OnRow | None = None, done_rows: set[str] | None = None
 ) -> dict[str, Any]:
@@ -231,10 +242,10 @@ def run_detector(
     part in the sharded conv5 extraction only, then exit.
     """
     done_rows = done_rows or set()
-    method = str(cfg.detector.method)
-    if method not in ("spp", "rcnn"):
-        raise ValueError(f"run_detector: detector.method must be spp or rcnn, got {method!r}")
-    if method == "rcnn" and not is_primary():
+    method = method_of(cfg)
+    if not method.windows:
+        raise ValueError(f"run_detector: detector.method {method.name!r} does not score windows (spp, rcnn do)")
+    if not method.pooled and not is_primary():
         log.info("rank > 0: R-CNN cells do not shard; leaving the cell to rank 0")
         raise SystemExit(0)
     rows = [str(r) for r in cfg.rows if r not in done_rows]
@@ -255,7 +266,7 @@ def run_detector(
     needs_ft = any(ROWS[r].net == "ft" for r in rows)
     t = time.time()
     stage: SPPStage | None = None
-    if method == "spp":
+    if method.pooled:
         flips = needs_ft and bool(cfg.scale.finetune.get("flip", True))
         stage = spp_features(cfg, data, net, flips, info)
         sources = {"pre": (stage.train, stage.test)}

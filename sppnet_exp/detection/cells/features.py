@@ -88,7 +88,7 @@ def spp_features(cfg: DictConfig, data: CellData, net: SPPNet, flips: bool, info
         if flips:
             train = [(r.image_id, r.width, r.height) for r in data.train.records]
             needs["conv5_flipped"] = conv5_bytes(cache, train, net.feature_map_size, channels, spec.scales, flip=True)
-        info["disk"] = check_free_space(cfg.cache_dir, needs, enabled=bool(cfg.get("disk_check", True)))
+        info["disk"] = check_free_space(cfg.cache_dir, needs, enabled=bool(cfg.disk_check))
     t = time.time()
     stats = build_conv_cache(cache, items, net.features, spec.scales, trainer_kwargs=conv_trainer_kwargs(cfg))
     if not is_primary():
@@ -130,8 +130,8 @@ def rcnn_features(
         return sources[0], sources[1]
     root = Path(cfg.cache_dir) / "windows" / window_tag(cfg, which, size, geometry)
     log.info(f"R-CNN {which} features: per-window cache of {nbytes / 1e9:.2f} GB in {root}")
-    info["disk"] = check_free_space(root, {f"windows_{which}": nbytes}, enabled=bool(cfg.get("disk_check", True)))
-    progress = bool(cfg.get("progress", True))
+    info["disk"] = check_free_space(root, {f"windows_{which}": nbytes}, enabled=bool(cfg.disk_check))
+    progress = bool(cfg.progress)
     t = time.time()
     cached = [CachedFeatures(src, WindowCache(root / name), progress) for src, name in zip(sources, ("train", "test"))]
     info["stages"][f"windows_{which}_s"] = round(time.time() - t, 1)

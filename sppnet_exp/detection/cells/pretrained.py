@@ -42,7 +42,7 @@ def pretrained_train_config(cfg: DictConfig, pretrained: DictConfig | None = Non
         f"paths.runs_root={cfg.paths.runs_root}",
         f"paths.data_dir={cfg.paths.data_dir}",
         "logger=csv",
-        f"trainer.enable_progress_bar={str(bool(cfg.get('progress', True))).lower()}",  # not in the run's identity
+        f"trainer.enable_progress_bar={str(bool(cfg.progress)).lower()}",  # not in the run's identity
     ]
     return compose_config("train", overrides)
 

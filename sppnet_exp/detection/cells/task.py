@@ -1,8 +1,9 @@
 """The detection task: run (or resume, or skip) one cell of Tables 9, 10 or 12 and write its ``results.json``.
 
-Methods (``detector.method``): ``spp`` and ``rcnn`` run the whole detector (:mod:`.detector`); ``combine``
-merges two finished cells' detections by NMS (Table 12, :mod:`.combine`); ``timing`` measures conv / fc / total
-seconds per test image of SPP 1-scale, 5-scale and R-CNN in one run on one device (:mod:`.timing`). Each run
+Methods (``detector.method``, each a :class:`~.methods.Method` that says what it reads and runs its cell):
+``spp`` and ``rcnn`` run the whole detector (:mod:`.detector`); ``combine`` merges two finished cells'
+detections by NMS (Table 12, :mod:`.combine`); ``timing`` measures conv / fc / total seconds per test image of
+SPP 1-scale, 5-scale and R-CNN in one run on one device (:mod:`.timing`). Each run
 writes ``results.json`` (mAP per row in percent, the resolved config, seeds, versions) into its run dir;
 finished rows survive a kill. ``python -m sppnet_exp.detect`` is the entry script that calls :func:`detect`.
 """
@@ -20,11 +21,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.config import REPO_DIR
-from sppnet_exp.detection.cells.combine import combine_cell
 from sppnet_exp.detection.cells.common import proposal_provenance
 from sppnet_exp.detection.cells.detector import run_detector
+from sppnet_exp.detection.cells.methods import method_of
 from sppnet_exp.detection.cells.pretrained import load_pretrained, pretrained_identity
-from sppnet_exp.detection.cells.timing import run_timing, timing_note
 from sppnet_exp.engine.lifecycle import check_recipe_overrides, open_run, record_table, refuse, tables_with
 from sppnet_exp.engine.results import make_payload, update_results, write_results
 from sppnet_exp.engine.wiring import build_loggers
@@ -32,9 +32,7 @@ from sppnet_exp.utils.dist import is_primary
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "detect"]
-
-METHODS = ("spp", "rcnn", "combine", "timing")
+__all__ = ["detect"]
 
 
 def _payload(cfg: DictConfig, status: str, previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -67,7 +65,7 @@ def _check_same_pretrained(cfg: DictConfig, previous: dict[str, Any] | None, run
     not the recipe it was trained with, so without this check the stale detections would be skipped over as
     finished (or a killed cell resumed on rows of the old net)."""
     recorded = ((previous or {}).get("detect") or {}).get("pretrained")
-    if str(cfg.detector.method) not in ("spp", "rcnn") or not isinstance(recorded, dict):
+    if not method_of(cfg).windows or not isinstance(recorded, dict):
         return
     now = pretrained_identity(cfg)
     if "checkpoint" in now:
@@ -90,9 +88,7 @@ def _done_rows(previous: dict[str, Any] | None, run_dir: Path) -> set[str]:
 
 def detect(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume, or skip) the detection cell ``cfg`` describes; return its results."""
-    method = str(cfg.detector.method)
-    if method not in METHODS:
-        raise ValueError(f"detector.method must be one of {METHODS}, got {method!r}")
+    method = method_of(cfg)
     run_dir = Path(cfg.run_dir)
     previous = open_run(cfg, [check_recipe_overrides, _check_same_pretrained])
     if cfg.skip_finished and previous is not None and previous.get("status") == "finished":
@@ -102,18 +98,16 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
     if not is_primary():
         # An extra rank (DDP child, SLURM task > 0): only the sharded conv5 extraction runs here; it exits after
         # its shard. No chance row, detections or results.json are written by it.
-        if method == "spp":
-            net = load_pretrained(cfg, wait_s=float(cfg.get("rank_wait_s", 86400)))[0]
+        if method.pooled:
+            net = load_pretrained(cfg, wait_s=float(cfg.rank_wait_s))[0]
             run_detector(cfg, net, done_rows=_done_rows(previous, run_dir))
         log.info(f"rank > 0: nothing of <{cfg.cell}> left for this process")
         return {}
     loggers = build_loggers(cfg)
     base = _payload(cfg, "running", previous)
-    resumable = method in ("spp", "rcnn")
-    metrics: dict[str, dict[str, float]] = dict((previous or {}).get("metrics", {})) if resumable else {}
+    metrics: dict[str, dict[str, float]] = dict((previous or {}).get("metrics", {})) if method.windows else {}
     write_results(run_dir, {**base, "metrics": metrics, "detect": (previous or {}).get("detect", {})})
     start = time.time()
-    info: dict[str, Any] = {}
 
     def on_row(row: str, row_metrics: dict[str, float], run_info: dict[str, Any]) -> None:
         metrics[row] = row_metrics
@@ -121,23 +115,13 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
         for lg in loggers:
             lg.log_metrics({f"{row}/{k}": v for k, v in row_metrics.items()})
 
-    if method in ("spp", "rcnn"):
-        net, pre_info = load_pretrained(cfg)
-        info["pretrained"] = pre_info
-        update_results(run_dir, {"detect": {"pretrained": pre_info}})  # a killed cell's rows name their net too
-        info.update(run_detector(cfg, net, on_row=on_row, done_rows=_done_rows(previous, run_dir)))
-    elif method == "combine":
-        info.update(combine_cell(cfg, on_row))
-    else:
-        timing, timing_info = run_timing(cfg)
-        metrics.update(timing)
-        info.update(timing_info)
-        for lg in loggers:
-            lg.log_metrics({f"{m}/{k}": v for m, vals in timing.items() for k, v in vals.items()})
-    info["seconds"] = round(time.time() - start, 1)
-    if method == "timing":
-        notes = [timing_note(info["timed"])]
-        base["report_notes"] = notes + (base["report_notes"] if info["timed"]["geometry"] == "data" else [])
+    run = method.run(cfg, on_row, _done_rows(previous, run_dir) if method.windows else set())
+    metrics.update(run.metrics)
+    for lg in loggers if run.metrics else ():
+        lg.log_metrics({f"{m}/{k}": v for m, vals in run.metrics.items() for k, v in vals.items()})
+    info = {**run.info, "seconds": round(time.time() - start, 1)}
+    if run.notes or not run.data_notes:
+        base["report_notes"] = run.notes + (base["report_notes"] if run.data_notes else [])
     payload = {**base, "status": "finished", "metrics": metrics, "detect": info}
     write_results(run_dir, payload)
     _log_wandb_table(loggers, metrics)

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from sppnet_exp.config import config_dir
 from sppnet_exp.detection.cells.common import load_proposals, resolve_device, setup_data
 from sppnet_exp.detection.cells.features import spp_spec
+from sppnet_exp.detection.cells.methods import MethodRun
 from sppnet_exp.detection.cells.pretrained import load_pretrained, pretrained_train_config
 from sppnet_exp.detection.evaluation.timing_pairs import PaperGeometry, paired_timing, paper_items, timing_rows
 from sppnet_exp.detection.features.pooling import PoolingSpec
@@ -135,6 +136,14 @@ def run_timing(cfg: DictConfig) -> tuple[dict[str, dict[str, float]], dict[str, 
         "images": len(items),
     }
     return table, info
+
+
+def run_timing_cell(cfg: DictConfig, on_row: Any, done_rows: set[str]) -> MethodRun:
+    """The runner of ``timing`` (:mod:`.methods`): the timing rows, returned whole (one measurement), and the
+    report's note on what was timed; the data's notes only at the data geometry (the paper's reads no data)."""
+    metrics, info = run_timing(cfg)
+    notes = [timing_note(info["timed"])]
+    return MethodRun(metrics=metrics, info=info, notes=notes, data_notes=info["timed"]["geometry"] == "data")
 
 
 def timing_note(timed: dict[str, Any]) -> str:
