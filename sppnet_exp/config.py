@@ -13,7 +13,7 @@ from sppnet_exp.utils.identity import fingerprint  # the run identity's hash liv
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
 
-__all__ = ["REPO_DIR", "config_dir", "fingerprint", "wandb_disabled", "wandb_offline"]
+__all__ = ["REPO_DIR", "config_dir", "fingerprint", "register_schemas", "wandb_disabled", "wandb_offline"]
 
 
 def config_dir() -> str:
@@ -68,6 +68,18 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sppnet.default", lambda value, default: default if value is None else value)
     if not OmegaConf.has_resolver("sppnet.wandb_offline"):
         OmegaConf.register_new_resolver("sppnet.wandb_offline", wandb_offline)
+
+
+def register_schemas() -> None:
+    """Store the typed config nodes (:data:`sppnet_exp.detection.settings.SCHEMAS`) in Hydra's ConfigStore as
+    ``schema/<name>``, for the yaml defaults lists (``- /schema/svm@svm``). Idempotent."""
+    from hydra.core.config_store import ConfigStore
+
+    from sppnet_exp.detection.settings import SCHEMAS
+
+    store = ConfigStore.instance()
+    for name, node in SCHEMAS.items():
+        store.store(group="schema", name=name, node=node)
 
 
 def compose_config(name: str, overrides: list[str]) -> Any:

@@ -149,7 +149,8 @@ def test_detection_paper_scale_and_voc07_compose() -> None:
             overrides=["experiment=table9/spp_5scale", "det_scale=paper", "scale.scales_5=[480,576,688,874,1200]"],
         )
         rcnn = compose("detect", overrides=["experiment=table9/rcnn_alexnet", "det_scale=paper"])
-    assert list(one.detector.scales) == [688] and one.detector.target_size == 224 and len(one.data.classes) == 20
+    assert list(one.detector.scales) == [688] and one.detector.pooling.target_size == 224
+    assert len(one.data.classes) == 20
     assert list(five.detector.scales) == [480, 576, 688, 874, 1200]
     assert rcnn.detector.padding == 16 and rcnn.detector.bbox_reg.lam == 1000.0
     assert one.scale.pretrain.data == "imagenet" and one.fingerprint != five.fingerprint

@@ -13,7 +13,11 @@ s=$(date +%s)
 echo "table 9 from scratch (pretraining included): $(( $(date +%s) - s )) s" | tee "$OUT/time.txt"
 for run in "$OUT"/runs/*/generated-embedded-s0-*; do   # the same cells, as the code before the change ran them
   cell=$(basename "$(dirname "$run")"); old="$BEFORE/$cell/$(basename "$run")"  # the same identity
-  [ -f "$old/results.json" ] || { echo "$cell: no run $old before the change (another identity?)"; continue; }
-  mkdir -p "$OUT/before/$cell/$(basename "$run")" && cp "$old/results.json" "$OUT/before/$cell/$(basename "$run")/"
+  if [ ! -f "$old/results.json" ]; then   # a change that moved the identity: the one earlier run of the cell
+    others=("$BEFORE/$cell/$(basename "$run" | sed 's/-[0-9a-f]*$//')"-*)
+    [ ${#others[@]} -eq 1 ] && [ -f "${others[0]}/results.json" ] || { echo "$cell: no single run before the change"; continue; }
+    old=${others[0]}; echo "$cell: identity $(basename "$old") -> $(basename "$run")"
+  fi
+  mkdir -p "$OUT/before/$cell/$(basename "$old")" && cp "$old/results.json" "$OUT/before/$cell/$(basename "$old")/"
 done
 .venv/bin/python -m sppnet_exp.reporting.same_results --common "$OUT/before" "$OUT/runs" | tee "$OUT/same_results.txt"

@@ -64,7 +64,7 @@ def _experiment_groups(name: str) -> frozenset[str]:
             groups |= _experiment_groups(entry.removeprefix("/experiment/"))
         elif isinstance(entry, dict):
             for key in entry:
-                groups.add(str(key).removeprefix("override ").strip("/").split("/")[0])
+                groups.add(str(key).removeprefix("override ").strip("/").split("@")[0].split("/")[0])  # group@package
     return frozenset(groups)
 
 

@@ -251,16 +251,15 @@ def check_checkpoint(key: str, value: Any) -> Problem | None:
     return Problem(key, f"{path} {what}", "a Lightning checkpoint file (.ckpt)", f"{key}=/path/to/last.ckpt")
 
 
-_PROPOSAL_SOURCES = ("selective_search", "rcnn_mat", "array_dir")
-
-
 def check_proposals(cfg: DictConfig) -> list[Problem]:
     """``proposals.source`` and, for precomputed boxes, ``proposals.path`` (one path, or one per split name:
     ``{trainval: ..., test: ...}``): rcnn_mat a ``.mat`` file (or Fast R-CNN's folder), array_dir a folder."""
+    from sppnet_exp.detection.settings import PROPOSAL_SOURCES
+
     p = cfg.proposals
     source = str(p.source)
-    if source not in _PROPOSAL_SOURCES:
-        return [Problem("proposals.source", f"unknown source {source!r}", " | ".join(_PROPOSAL_SOURCES))]
+    if source not in PROPOSAL_SOURCES:
+        return [Problem("proposals.source", f"unknown source {source!r}", " | ".join(PROPOSAL_SOURCES))]
     if source == "selective_search":
         return []
     splits = [str(cfg.data.train_split), str(cfg.data.test_split)]
@@ -270,7 +269,7 @@ def check_proposals(cfg: DictConfig) -> list[Problem]:
         what, ends = "a folder of <image_id>.npy/.txt", ""
     expected = f"{what} per split: {{{', '.join(f'{s}: ...' for s in splits)}}}"
     fix = "proposals.path={" + ",".join(f"{s}:/path/to/{s}{ends}" for s in splits) + "}"
-    path = p.get("path")
+    path = p.path
     if path is None:
         return [Problem("proposals.path", f"not set (proposals.source={source} reads it)", expected, fix)]
     per_split = {s: path.get(s) for s in splits} if isinstance(path, DictConfig) else dict.fromkeys(splits, path)
@@ -371,12 +370,24 @@ def check_combination(cfg: DictConfig, earlier_runs: Collection[Path] = ()) -> l
 
 
 def _rcnn_pretrained(cfg: DictConfig) -> DictConfig | None:
-    """The R-CNN net of a timing cell (``detector.rcnn_pretrained``: a pretrained group, loaded as timing does)."""
-    from sppnet_exp.config import config_dir
+    """The R-CNN net of a timing cell (``detector.rcnn_pretrained``: a pretrained group composed into the node)."""
+    node = OmegaConf.select(cfg, "detector.rcnn_pretrained")
+    return node if isinstance(node, DictConfig) else None
 
-    name = cfg.detector.get("rcnn_pretrained")
-    path = Path(config_dir()) / "pretrained" / f"{name}.yaml"
-    return OmegaConf.load(path) if name and path.is_file() else None  # type: ignore[return-value]
+
+def check_settings(cfg: DictConfig) -> list[Problem]:
+    """The typed nodes (:mod:`sppnet_exp.detection.settings`) whose values are checked when their object is built:
+    a choice outside its list (``svm.neg_prune=sometimes``) is named here, not in the stage that reads it."""
+    problems = []
+    for key in ("svm", "detector.test", "proposals", "detector.pooling"):  # cfg.test is detector.test
+        node = OmegaConf.select(cfg, key)
+        if isinstance(node, DictConfig) and OmegaConf.get_type(node) not in (dict, None):
+            try:
+                OmegaConf.to_object(node)
+            except ValueError as exc:
+                what, _, allowed = str(exc).partition(" must be ")
+                problems.append(Problem(what if " " not in what else key, str(exc), allowed or "a valid value"))
+    return problems
 
 
 def _detect_inputs(cfg: DictConfig, earlier_runs: Collection[Path]) -> list[Problem]:
@@ -387,7 +398,7 @@ def _detect_inputs(cfg: DictConfig, earlier_runs: Collection[Path]) -> list[Prob
     if method is None:  # no detector (a bare config): nothing to check; a misspelt one: named
         known = "one of " + ", ".join(METHODS)
         return [] if name is None else [Problem("detector.method", f"{name!r} is not a detection method", known)]
-    problems: list[Problem] = []
+    problems: list[Problem] = check_settings(cfg)
     root = check_detection_root(cfg.data) if method.reads_data(cfg) and cfg.get("data") is not None else None
     problems += [root] if root else []
     if method.reads_proposals_and_net(cfg):

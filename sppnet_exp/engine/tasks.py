@@ -9,11 +9,12 @@ config (:func:`run_cell`), never by importing the other package.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from omegaconf import DictConfig
+
+from sppnet_exp.utils.targets import import_target
 
 __all__ = ["TASKS", "Task", "run_cell", "task_for"]
 
@@ -31,10 +32,9 @@ def task_for(task: Task | str) -> Task:
     if not isinstance(task, str):
         return task
     target = TASKS.get(task, task)
-    module, sep, name = target.partition(":")
-    if not sep:
+    if ":" not in target:
         raise KeyError(f"unknown task {task!r}: one of {sorted(TASKS)} or 'module:function'")
-    return getattr(importlib.import_module(module), name)
+    return import_target(target)
 
 
 def run_cell(command: str, cfg: DictConfig) -> Mapping[str, Any]:

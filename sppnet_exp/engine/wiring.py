@@ -149,8 +149,8 @@ def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
         "width": float(cfg.scale.width),
         "input_size": int(cfg.scale.crop),
         "dropout": float(cfg.model.dropout),
-        "batch_norm": bool(cfg.model.get("batch_norm", False)),
-        "lrn": bool(cfg.model.get("lrn", True)),
-        "pool": cfg.mode.get("pool", "max"),
+        "batch_norm": bool(cfg.model.batch_norm),
+        "lrn": bool(cfg.model.lrn),
+        "pool": cfg.mode.get("pool", "max"),  # +mode.pool=avg: an optional key, no mode file sets it
         "init": cfg.model.init,
     }

@@ -86,6 +86,11 @@ class SpatialPyramidPooling(nn.Module):
         """Length of the pooled vector for a map with ``channels`` channels."""
         return channels * self.num_bins
 
+    def pool_level(self, x: Tensor, n: int) -> Tensor:
+        """One level: the ``n x n`` bins of ``x`` (N x C x H x W) as N x (C * n^2), the layout ``forward`` uses
+        (the 6x6 level alone is the "pool5/7 (6x6)" feature of Tables 6-7)."""
+        return self._pool_level(x, n).flatten(1)
+
     def _pool_level(self, x: Tensor, n: int) -> Tensor:
         if self.impl == "adaptive":
             pool = F.adaptive_max_pool2d if self.mode == "max" else F.adaptive_avg_pool2d

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.config import fingerprint
+from sppnet_exp.detection.settings import ProposalSettings
 from sppnet_exp.detection.structures.roidb import ImageWindows, build_windows, proposal_windows
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def proposal_provenance(cfg: DictConfig) -> tuple[dict[str, Any], str]:
     p = cfg.proposals
     paper_setting = str(cfg.data.name) == "voc07" and str(cfg.scale.name) == "paper"
     if str(p.source) == "selective_search":
-        what = f"OpenCV selective search ({p.mode} mode, longer side <= {p.get('max_side') or 'as given'})"
+        what = f"OpenCV selective search ({p.mode} mode, longer side <= {p.max_side or 'as given'})"
     elif str(p.source) == "rcnn_mat":
         what = f"R-CNN's published selective-search boxes ({p.path})"
     else:
@@ -124,7 +125,7 @@ def proposal_provenance(cfg: DictConfig) -> tuple[dict[str, Any], str]:
             "comparable with the paper's (proposals.source=rcnn_mat proposals.path={trainval: ..., test: ...})",
             what,
         )
-    info = {"source": str(p.source), "mode": str(p.mode), "path": OmegaConf.to_container(p, resolve=True).get("path")}
+    info = {"source": str(p.source), "mode": str(p.mode), "path": OmegaConf.to_container(p, resolve=True)["path"]}
     return {**info, "description": what, "paper_proposals": str(p.source) == "rcnn_mat", "comparable": comparable}, note
 
 
@@ -132,22 +133,19 @@ def load_proposals(cfg: DictConfig, split: Any) -> dict[str, np.ndarray]:
     """The proposals of every image of ``split`` as ``cfg.proposals`` says (computed once and cached, or loaded)."""
     from sppnet_exp.detection.proposals.sources import get_proposals
 
-    p = cfg.proposals
-    path = p.get("path")
-    if isinstance(path, DictConfig):
-        path = path.get(split.name)
+    p: ProposalSettings = OmegaConf.to_object(cfg.proposals)  # type: ignore[assignment]
     return get_proposals(
         split,
-        source=str(p.source),
-        path=path,
+        source=p.source,
+        path=p.path_for(split.name),
         cache_root=Path(cfg.cache_dir) / "proposals" / data_tag(cfg),
-        mode=str(p.mode),
-        max_side=p.get("max_side"),
-        min_size=p.get("min_size") or 0,
-        max_proposals=p.get("max_proposals"),
+        mode=p.mode,
+        max_side=p.max_side,
+        min_size=p.min_size,
+        max_proposals=p.max_proposals,
         workers=int(cfg.workers),
         progress=bool(cfg.progress),
-        layout=str(p.get("layout", "auto")),
+        layout=p.layout,
     )
 
 

@@ -67,38 +67,13 @@ OnRow = Callable[[str, dict[str, float], dict[str, Any]], None]
 
 
 def svm_config(cfg: DictConfig) -> SVMConfig:
-    """The SVM constants of ``cfg.svm``."""
-    s = cfg.svm
-    return SVMConfig(
-        C=float(s.C),
-        pos_weight=float(s.pos_weight),
-        bias_mult=float(s.bias_mult),
-        target_norm=float(s.target_norm),
-        neg_iou=float(s.neg_iou),
-        hard_thresh=float(s.hard_thresh),
-        evict_thresh=float(s.evict_thresh),
-        retrain_limit=int(s.retrain_limit),
-        neg_overlap_prune=float(s.neg_overlap) if s.neg_prune == "overlap" else None,
-        norm_images=int(s.norm_images),
-        norm_boxes=int(s.norm_boxes),
-        seed=int(s.seed),
-        max_negatives=None if s.get("max_negatives") is None else int(s.max_negatives),
-        cache_dtype=str(s.get("cache_dtype", "float32")),
-    )
+    """``cfg.svm`` as its typed settings (the node's schema is :class:`SVMConfig`)."""
+    return OmegaConf.to_object(cfg.svm)  # type: ignore[return-value]
 
 
 def test_protocol(cfg: DictConfig) -> TestProtocol:
     """The method's test protocol (``cfg.test`` is ``detector.test``: SPP-net's or R-CNN's rules)."""
-    t = cfg.test
-    thresh = t.get("score_thresh")
-    return TestProtocol(
-        kind=str(t.get("protocol", "spp")),
-        score_thresh=None if thresh is None else float(thresh),
-        nms=float(t.nms),
-        max_per_image=int(t.max_per_image),
-        eval_nms=bool(t.get("eval_nms", True)),
-        max_per_set=int(t.get("max_per_set", 40)),
-    )
+    return OmegaConf.to_object(cfg.test)  # type: ignore[return-value]
 
 
 def _layer(head: FCHead | None, layer: str, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -135,10 +110,10 @@ def _finetune_spp(cfg: DictConfig, data: CellData, stage: SPPStage, net: SPPNet,
     source = PooledWindows(
         stage.cache,
         stage.spec,
-        random_scale=bool(ft.pop("random_scale", True)),
-        flip=bool(ft.pop("flip", True)),
-        images_per_chunk=int(ft.pop("images_per_chunk", 160)),
-        steps_per_chunk=int(ft.pop("steps_per_chunk", 500)),
+        random_scale=bool(ft.pop("random_scale")),
+        flip=bool(ft.pop("flip")),
+        images_per_chunk=int(ft.pop("images_per_chunk")),
+        steps_per_chunk=int(ft.pop("steps_per_chunk")),
     )
     ft["seed"] = int(cfg.seed)
     ckpt = run_dir / "finetune" / "ckpt"
@@ -160,8 +135,8 @@ def _finetune_rcnn(cfg: DictConfig, data: CellData, net: SPPNet, run_dir: Path) 
     ft = dict(OmegaConf.to_container(cfg.scale.rcnn_finetune, resolve=True))
     ft["seed"] = int(cfg.seed)
     ft["padding"] = int(cfg.detector.padding)
-    ft["geometry"] = str(cfg.detector.get("geometry", "paper"))  # the same warp as feature extraction
-    ft["size"] = cfg.detector.get("input_size")  # R-CNN's crop size (AlexNet 227); None: the net's own
+    ft["geometry"] = str(cfg.detector.geometry)  # the same warp as feature extraction
+    ft["size"] = cfg.detector.input_size  # R-CNN's crop size (AlexNet 227); None: the net's own
     tuned = finetune_rcnn(
         tuned,
         data.roidb_train,
@@ -217,7 +192,7 @@ def _regressor(cfg: DictConfig, data: CellData, train: WindowFeatures, run_dir: 
         lam=float(b.lam),
         min_overlap=float(b.min_overlap),
         scale=scale,
-        store_dtype=str(b.get("store_dtype", "float32")),
+        store_dtype=str(b.store_dtype),
         device=resolve_device(cfg),
         progress=bool(cfg.get("progress")),
     )
@@ -267,7 +242,7 @@ def run_detector(
     t = time.time()
     stage: SPPStage | None = None
     if method.pooled:
-        flips = needs_ft and bool(cfg.scale.finetune.get("flip", True))
+        flips = needs_ft and bool(cfg.scale.finetune.flip)
         stage = spp_features(cfg, data, net, flips, info)
         sources = {"pre": (stage.train, stage.test)}
     else:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.detection.cells.common import CellData, conv5_tag, conv_trainer_kwargs, resolve_device, window_tag
 from sppnet_exp.detection.cells.disk import check_free_space, conv5_bytes
@@ -25,12 +26,13 @@ from sppnet_exp.detection.features.mapping import receptive_field
 from sppnet_exp.detection.features.pooling import PoolingSpec, WindowPooler
 from sppnet_exp.detection.features.window_cache import WindowCache, window_cache_bytes
 from sppnet_exp.detection.features.windows import CachedFeatures, RCNNFeatures, SPPFeatures, WindowFeatures
+from sppnet_exp.detection.settings import PoolingRules
 from sppnet_exp.models.net import SPPNet
 from sppnet_exp.utils.dist import is_primary
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SPPStage", "rcnn_features", "spp_features", "spp_spec"]
+__all__ = ["SPPStage", "net_spec", "rcnn_features", "spp_features", "spp_spec"]
 
 
 @dataclass
@@ -44,25 +46,24 @@ class SPPStage:
 
 
 def spp_spec(cfg: DictConfig, net: SPPNet) -> PoolingSpec:
-    """The pooling spec of ``cfg.detector`` for ``net``: its own pyramid (fc6 expects it, in its order), and for the
-    authors' scale rule its conv5 size at its training crop (ZF-5 at 224: 13 cells; Overfeat: 18)."""
+    """The pooling spec of ``cfg.detector`` for ``net``: its scales and rules (``detector.pooling``), the net's own
+    pyramid (fc6 expects it, in its order), and for the authors' scale rule its conv5 size at its training crop
+    (ZF-5 at 224: 13 cells; Overfeat: 18)."""
     det = cfg.detector
-    levels = tuple(det.levels) if det.get("levels") else tuple(net.levels)
+    levels = tuple(det.levels) if det.levels else tuple(net.levels)
     if tuple(levels) != tuple(net.levels):
         raise ValueError(
             f"detector.levels {list(levels)} differ from the pretrained net's pyramid {list(net.levels)}; "
             "fc6 expects the net's own levels in its order"
         )
-    return PoolingSpec(
-        geom=receptive_field(net.features),
-        levels=levels,
-        scales=tuple(int(s) for s in det.scales),
-        mapping_rule=str(det.mapping),
-        scale_rule=str(det.scale_rule),
-        target=int(det.target_size),
-        sz_conv=int(net.feature_map_size(net.input_size, net.input_size)[0]),
-        offset=float(det.get("mapping_offset", 6.5)),
-    )
+    return net_spec(net, det.scales, OmegaConf.to_object(det.pooling))  # type: ignore[arg-type]
+
+
+def net_spec(net: SPPNet, scales: Sequence[int], rules: PoolingRules) -> PoolingSpec:
+    """The pooling spec of ``net`` (its trunk's geometry, pyramid and conv5 size at its input size) at ``scales``
+    under ``rules``."""
+    sz_conv = int(net.feature_map_size(net.input_size, net.input_size)[0])
+    return PoolingSpec.from_rules(receptive_field(net.features), tuple(net.levels), scales, rules, sz_conv)
 
 
 def spp_features(cfg: DictConfig, data: CellData, net: SPPNet, flips: bool, info: dict) -> SPPStage:
@@ -111,8 +112,8 @@ def rcnn_features(
     """R-CNN's train/test pool5 sources of ``net`` (``which``: "pre" or "ft"), cached per window when the
     ``features.window_cache`` option says so."""
     det, f = cfg.detector, cfg.features
-    size = int(det.get("input_size") or net.input_size)
-    geometry = str(det.get("geometry", "paper"))
+    size = int(det.input_size or net.input_size)
+    geometry = str(det.geometry)
     device, workers = resolve_device(cfg), int(f.workers)
     sources = [
         RCNNFeatures(net, split.load_image, roidb, size, int(det.padding), geometry, device=device, workers=workers)

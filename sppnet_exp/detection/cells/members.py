@@ -20,7 +20,7 @@ def member_config(cfg: DictConfig, experiment: str) -> DictConfig:
     settings and pretrained overrides (so it names the run dir the member's own run used), plus
     ``detector.member_overrides`` (e.g. ``['detector.scales=${scale.scales_1}', 'rows=[ftfc7_bb]']``)."""
     overrides = [f"experiment={experiment}", f"det_data={cfg.data.name}", f"det_scale={cfg.scale.name}"]
-    overrides += [str(o) for o in cfg.detector.get("member_overrides") or []]
+    overrides += [str(o) for o in cfg.detector.member_overrides]
     member = compose_config("detect", overrides)
     OmegaConf.set_struct(member, False)
     for key in ("data", "scale", "paths", "proposals", "svm", "test", "seed"):

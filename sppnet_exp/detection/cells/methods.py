@@ -13,12 +13,13 @@ reads it before torch is loaded; each method's runner is imported when it runs.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from sppnet_exp.utils.targets import import_target
 
 __all__ = ["METHODS", "Method", "MethodRun", "method_of"]
 
@@ -63,8 +64,7 @@ class Method:
 
     def run(self, cfg: DictConfig, on_row: Callable[..., None], done_rows: set[str]) -> MethodRun:
         """Run the method's cell (the rows in ``done_rows`` are finished already)."""
-        module, _, name = self.runner.partition(":")
-        return getattr(importlib.import_module(module), name)(cfg, on_row, done_rows)
+        return import_target(self.runner)(cfg, on_row, done_rows)
 
 
 def _timing_geometry(cfg: DictConfig) -> str:

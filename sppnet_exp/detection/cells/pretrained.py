@@ -28,11 +28,11 @@ __all__ = ["load_pretrained", "pretrained_train_config"]
 def pretrained_train_config(cfg: DictConfig, pretrained: DictConfig | None = None) -> DictConfig:
     """The `train` config of the pretrained cell of a detection config (same paths and logger choice)."""
     pre = pretrained if pretrained is not None else cfg.pretrained
-    overrides = [f"experiment={pre.experiment}"] if pre.get("experiment") else []
+    overrides = [f"experiment={pre.experiment}"] if pre.experiment else []
     # `net` defines the network (a group's own); `overrides` are the user's extras, so replacing them from the
     # command line (`"pretrained.overrides=['data.root=...']"`) never changes which network is trained or found
-    overrides += list(pre.get("net") or [])
-    overrides += list(pre.get("overrides") or [])
+    overrides += list(pre.net or [])
+    overrides += list(pre.overrides or [])
     overrides += [
         f"seed={pre.seed}",
         f"scale={cfg.scale.pretrain.scale}",
@@ -60,7 +60,7 @@ def pretrained_identity(cfg: DictConfig, pretrained: DictConfig | None = None) -
     fingerprint), or an explicit checkpoint file's path, size and mtime — without loading anything. It keys the
     caches computed with the net (conv5, R-CNN window features)."""
     pre = pretrained if pretrained is not None else cfg.pretrained
-    if pre.get("checkpoint"):
+    if pre.checkpoint:
         path = Path(pre.checkpoint)
         st = path.stat() if path.is_file() else None
         return {
@@ -86,7 +86,7 @@ def load_pretrained(
     same job) to finish it — what the extra ranks of a distributed detection cell do.
     """
     pre = pretrained if pretrained is not None else cfg.pretrained
-    if pre.get("checkpoint"):
+    if pre.checkpoint:
         path = Path(pre.checkpoint)
         return _from_checkpoint(path), {"checkpoint": str(path), "model": pre.model, "seed": int(pre.seed)}
     tcfg = pretrained_train_config(cfg, pre)
@@ -106,7 +106,7 @@ def load_pretrained(
     if wait_s is not None and not (finished and ckpt.is_file()):
         finished = _wait_finished(run_dir, ckpt, wait_s)
     if not (finished and ckpt.is_file()):
-        if not pre.get("train_if_missing", True) or wait_s is not None:
+        if not pre.train_if_missing or wait_s is not None:
             raise FileNotFoundError(
                 f"pretrained cell {tcfg.cell} (seed {pre.seed}) has no finished run at {run_dir}; run "
                 f"`python -m sppnet_exp.train {' '.join(_cli(tcfg))}` first or set pretrained.train_if_missing=true"

@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sppnet_exp.config import config_dir
 from sppnet_exp.detection.cells.common import load_proposals, resolve_device, setup_data
-from sppnet_exp.detection.cells.features import spp_spec
+from sppnet_exp.detection.cells.features import net_spec
 from sppnet_exp.detection.cells.methods import MethodRun
 from sppnet_exp.detection.cells.pretrained import load_pretrained, pretrained_train_config
 from sppnet_exp.detection.evaluation.timing_pairs import PaperGeometry, paired_timing, paper_items, timing_rows
 from sppnet_exp.detection.features.pooling import PoolingSpec
+from sppnet_exp.detection.settings import PoolingRules
 from sppnet_exp.engine.wiring import model_kwargs
 from sppnet_exp.models import build_model
 from sppnet_exp.models.net import SPPNet
@@ -38,19 +38,12 @@ log = logging.getLogger(__name__)
 GEOMETRIES = ("paper", "data")
 
 
-def _group(kind: str, name: str) -> DictConfig:
-    path = Path(config_dir()) / kind / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"unknown {kind} option {name!r} (no {path})")
-    return OmegaConf.load(path)  # type: ignore[return-value]
-
-
-def _specs(net: SPPNet, scales: tuple[Sequence[int], Sequence[int]], target: int) -> tuple[PoolingSpec, PoolingSpec]:
-    """SPP-net's 1- and 5-scale pooling specs with the SPP cells' own rules (detector/spp_1scale.yaml: mapping,
-    scale rule) at the given scales and target size."""
-    rules = OmegaConf.merge(_group("detector", "spp_1scale"), {"target_size": int(target), "levels": None})
-    s1, s5 = (OmegaConf.create({"detector": OmegaConf.merge(rules, {"scales": list(sc)})}) for sc in scales)
-    return spp_spec(s1, net), spp_spec(s5, net)
+def _specs(
+    net: SPPNet, scales: tuple[Sequence[int], Sequence[int]], rules: PoolingRules
+) -> tuple[PoolingSpec, PoolingSpec]:
+    """SPP-net's 1- and 5-scale pooling specs of ``net`` under the cell's ``detector.pooling`` rules (the SPP
+    cells' own, from the same schema)."""
+    return net_spec(net, scales[0], rules), net_spec(net, scales[1], rules)
 
 
 def _random_net(cfg: DictConfig, pre: DictConfig) -> SPPNet:
@@ -63,21 +56,22 @@ def _random_net(cfg: DictConfig, pre: DictConfig) -> SPPNet:
 def run_timing(cfg: DictConfig) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Time every method in paired rounds; returns the table's metrics per method and the run's details."""
     t = cfg.scale.timing
-    geometry = str(t.get("geometry", "data"))
+    geometry = str(t.geometry)
     if geometry not in GEOMETRIES:
         raise ValueError(f"scale.timing.geometry must be one of {GEOMETRIES}, got {geometry!r}")
     device = resolve_device(cfg)
-    rcnn_pre = _group("pretrained", str(cfg.detector.rcnn_pretrained))
+    rcnn_pre = cfg.detector.rcnn_pretrained  # a pretrained group, composed by Hydra (detector/timing.yaml)
+    rules: PoolingRules = OmegaConf.to_object(cfg.detector.pooling)  # type: ignore[assignment]
     warmup = int(t.warmup)
-    targets = {k: float(v) for k, v in (cfg.detector.get("targets") or {}).items()}
+    targets = {k: float(v) for k, v in (cfg.detector.targets or {}).items()}
     if geometry == "paper":
         torch.manual_seed(int(cfg.seed))
         geom = PaperGeometry(images=int(t.images), seed=int(cfg.seed))
         spp_net, rcnn_net = _random_net(cfg, cfg.pretrained), _random_net(cfg, rcnn_pre)
         items = paper_items(geom)
-        spec_1, spec_5 = _specs(spp_net, (geom.scales_1, geom.scales_5), geom.target_size)
+        spec_1, spec_5 = _specs(spp_net, (geom.scales_1, geom.scales_5), replace(rules, target_size=geom.target_size))
         warp_size, padding = int(rcnn_net.input_size), geom.padding
-        pairs = {"min_pairs": int(t.min_pairs), "max_pairs": int(t.max_pairs), "budget_s": t.get("budget_s")}
+        pairs = {"min_pairs": int(t.min_pairs), "max_pairs": int(t.max_pairs), "budget_s": t.budget_s}
         weights = f"random weights, full width: {spp_net.name} (SPP) and {rcnn_net.name} (R-CNN)"
         where = f"the paper's geometry: {geom.describe()}"
     else:
@@ -93,9 +87,8 @@ def run_timing(cfg: DictConfig) -> tuple[dict[str, dict[str, float]], dict[str, 
             (split.load_image(i), np.asarray(props[split.records[i].image_id], dtype=np.float32)) for i in range(count)
         ]
         scales_1, scales_5 = list(cfg.scale.scales_1), list(cfg.scale.scales_5)
-        spec_1, spec_5 = _specs(spp_net, (scales_1, scales_5), cfg.scale.target_size)
-        rcnn_group = OmegaConf.merge(cfg, {"pretrained": rcnn_pre})
-        warp_size = int(rcnn_group.pretrained.get("warp_size") or rcnn_net.input_size)
+        spec_1, spec_5 = _specs(spp_net, (scales_1, scales_5), rules)
+        warp_size = int(rcnn_pre.warp_size or rcnn_net.input_size)
         padding = int(cfg.scale.rcnn_padding)
         pairs = {"min_pairs": count - warmup, "max_pairs": count - warmup, "budget_s": None}
         weights = f"the cells' pretrained nets: {spp_info} (SPP), {rcnn_info} (R-CNN)"
@@ -110,10 +103,10 @@ def run_timing(cfg: DictConfig) -> tuple[dict[str, dict[str, float]], dict[str, 
         warp_size=warp_size,
         padding=padding,
         rcnn_key=rcnn_key,
-        rcnn_windows=t.get("rcnn_windows"),
+        rcnn_windows=t.rcnn_windows,
         warmup=warmup,
         targets=targets,
-        linearity_counts=tuple(int(k) for k in t.get("linearity_counts") or (128, 256, 512)),
+        linearity_counts=tuple(int(k) for k in t.linearity_counts),
         linearity_rounds=1,
         device=device,
         **pairs,

@@ -12,37 +12,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from sppnet_exp.detection.evaluation.inference import detect_image
+from sppnet_exp.detection.settings import PROTOCOLS, TestProtocol  # defined once there (re-exported)
 from sppnet_exp.detection.structures.boxes import clip_boxes, nms
 from sppnet_exp.detection.structures.detections import ImageDetections
 from sppnet_exp.detection.structures.roidb import ImageWindows
 
 __all__ = ["PROTOCOLS", "RCNNState", "SPPState", "TestProtocol", "protocol_state"]
 
-PROTOCOLS = ("spp", "rcnn")
 Regress = Callable[[np.ndarray, int], np.ndarray]
-
-
-@dataclass(frozen=True)
-class TestProtocol:
-    """A method's test rules: ``kind`` (spp / rcnn), SPP-net's ``score_thresh`` floor (None: none), the NMS
-    threshold, the per-image cap, SPP-net's second NMS after regression (``eval_nms``) and R-CNN's per-set cap
-    (``max_per_set`` windows per test image and class)."""
-
-    kind: str = "spp"
-    score_thresh: float | None = -1.5
-    nms: float = 0.3
-    max_per_image: int = 100
-    eval_nms: bool = True
-    max_per_set: int = 40
-
-    def __post_init__(self) -> None:
-        if self.kind not in PROTOCOLS:
-            raise ValueError(f"test protocol must be one of {PROTOCOLS}, got {self.kind!r}")
 
 
 class SPPState:
@@ -114,4 +95,4 @@ class RCNNState:
 
 def protocol_state(protocol: TestProtocol, num_images: int) -> SPPState | RCNNState:
     """A fresh per-row state of ``protocol`` for a test set of ``num_images``."""
-    return (SPPState if protocol.kind == "spp" else RCNNState)(protocol, num_images)
+    return (SPPState if protocol.protocol == "spp" else RCNNState)(protocol, num_images)

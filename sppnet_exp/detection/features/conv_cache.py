@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sppnet_exp.data.images import decode_file
 from sppnet_exp.data.transforms import normalize
-from sppnet_exp.detection.features.mapping import resized_hw
+from sppnet_exp.detection.features.mapping import image_scales, resized_hw
 from sppnet_exp.utils.claims import try_claim, wait_for
 from sppnet_exp.utils.io import atomic_save_npy, atomic_write_json, read_json
 from sppnet_exp.utils.timing import sync
@@ -64,9 +64,7 @@ class ConvCache:
     """Conv maps (C, h, w) float16 per image, scale and orientation (see the module docstring)."""
 
     def __init__(self, root: str | Path, scales: Sequence[int], tag: str) -> None:
-        self.scales = tuple(int(s) for s in scales)
-        if not self.scales or any(s < 2 for s in self.scales):
-            raise ValueError(f"ConvCache: scales must be a non-empty list of sizes >= 2, got {list(scales)}")
+        self.scales = image_scales(scales, "ConvCache")
         self.tag = check_id(tag)
         self.dir = Path(root) / self.tag
 

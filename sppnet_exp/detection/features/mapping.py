@@ -41,20 +41,30 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from sppnet_exp.detection.settings import MAPPING_RULES, SCALE_RULES
+
 __all__ = [
     "MAPPING_RULES",
     "SCALE_RULES",
     "RFGeometry",
     "box_areas_plus1",
     "choose_scales",
+    "image_scales",
     "map_windows",
     "receptive_field",
     "resized_hw",
     "scale_boxes",
 ]
 
-MAPPING_RULES = ("paper", "paper_offset", "receptive_field")
-SCALE_RULES = ("paper", "authors")
+
+def image_scales(scales: Sequence[int], who: str, least: int = 2) -> tuple[int, ...]:
+    """``scales`` (image sizes s: the shorter side, section 2.3) as a tuple of ints; ``who`` names the caller in
+    the error when the list is empty or holds a size under ``least`` (2 for an image; the scale choice alone
+    takes any positive size)."""
+    out = tuple(int(s) for s in scales)
+    if not out or any(s < least for s in out):
+        raise ValueError(f"{who}: scales must be a non-empty list of image sizes >= {least}, got {list(scales)}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -206,9 +216,7 @@ def choose_scales(
     """
     if rule not in SCALE_RULES:
         raise ValueError(f"choose_scales: rule must be one of {SCALE_RULES}, got {rule!r}")
-    sc = np.asarray(list(scales), dtype=np.float64)
-    if sc.ndim != 1 or len(sc) == 0 or (sc <= 0).any():
-        raise ValueError(f"choose_scales: scales must be a non-empty list of positive sizes, got {list(scales)}")
+    sc = np.asarray(image_scales(scales, "choose_scales", least=1), dtype=np.float64)
     if width < 1 or height < 1:
         raise ValueError(f"choose_scales: image size must be positive, got {width}x{height}")
     area = box_areas_plus1(boxes)

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sppnet_exp.detection.features.mapping import RFGeometry, choose_scales, map_windows, scale_boxes
+from sppnet_exp.detection.features.mapping import RFGeometry, choose_scales, image_scales, map_windows, scale_boxes
 from sppnet_exp.detection.features.window_spp import WindowSPP
+from sppnet_exp.detection.settings import PoolingRules
 
 __all__ = ["PoolingSpec", "WindowPooler", "direct_is_cheaper"]
 
@@ -40,23 +41,30 @@ class PoolingSpec:
     """Everything that decides which conv5 cells a window pools and into what: the trunk's geometry, the
     pyramid ``levels`` (fc6's order), the image ``scales``, the mapping and scale-choice rules and their
     constants (``target``: the paper's 224, the training crop; ``sz_conv``: the authors' standard window in cells,
-    the net's conv5 size at its training crop — ZF-5 at 224: 13; ``offset``: the authors' 6.5 px shrink). The
-    default mapping is the receptive-field rule (what Appendix A asks for with this net's paddings)."""
+    the net's conv5 size at its training crop — ZF-5 at 224: 13; ``offset``: the authors' 6.5 px shrink). The rule
+    defaults are :class:`~sppnet_exp.detection.settings.PoolingRules`' (the receptive-field mapping: what Appendix A
+    asks for with this net's paddings); :meth:`from_rules` builds a spec from a config's rules."""
 
     geom: RFGeometry
     levels: tuple[int, ...]
     scales: tuple[int, ...]
-    mapping_rule: str = "receptive_field"
-    scale_rule: str = "paper"
-    target: int = 224
+    mapping_rule: str = PoolingRules.mapping
+    scale_rule: str = PoolingRules.scale_rule
+    target: int = PoolingRules.target_size
     sz_conv: int = 13
-    offset: float = 6.5
+    offset: float = PoolingRules.offset
 
     def __post_init__(self) -> None:
-        if not self.scales or any(int(s) < 2 for s in self.scales):
-            raise ValueError(f"PoolingSpec: scales must be a non-empty list of sizes >= 2, got {list(self.scales)}")
-        object.__setattr__(self, "scales", tuple(int(s) for s in self.scales))
+        object.__setattr__(self, "scales", image_scales(self.scales, "PoolingSpec"))
         object.__setattr__(self, "levels", tuple(int(n) for n in self.levels))
+
+    @classmethod
+    def from_rules(
+        cls, geom: RFGeometry, levels: Sequence[int], scales: Sequence[int], rules: PoolingRules, sz_conv: int
+    ) -> PoolingSpec:
+        """The spec of a net (``geom``, ``levels``, ``sz_conv``) at ``scales`` under a config's ``rules``."""
+        return cls(geom, tuple(levels), tuple(scales), rules.mapping, rules.scale_rule, rules.target_size, sz_conv,
+                   rules.offset)  # fmt: skip
 
     def choose(self, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
         """(K,) index into ``scales`` of each window's scale (1-based boxes on the ``width x height`` image)."""

@@ -30,6 +30,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 from torch import Tensor
 
+from sppnet_exp.detection.settings import SVMConfig  # the constants' one definition (re-exported)
 from sppnet_exp.detection.structures.boxes import nms
 from sppnet_exp.detection.structures.roidb import ImageWindows
 from sppnet_exp.utils.io import atomic_savez
@@ -49,36 +50,6 @@ log = logging.getLogger(__name__)
 
 FeatureFn = Callable[[int], Tensor]
 LayerFn = Callable[[Tensor], Tensor]
-
-
-@dataclass
-class SVMConfig:
-    """Constants of ``spp_train.m`` (identical to ``rcnn_train.m``) and the paper's 70% negative pruning.
-
-    ``tol`` 0.1 is liblinear's default stopping tolerance for ``-s 3`` (what the authors ran; sklearn's own
-    default is 1e-4). ``hard_epochs`` > 1 repeats the mining pass (the authors use 1). ``max_negatives`` bounds
-    each class's negative cache (None: unbounded, as the authors'): past it the easiest cached negatives (lowest
-    score under the current model) are dropped first and counted; ``cache_dtype`` "float16" halves its memory
-    (the liblinear fit still sees float64).
-    """
-
-    C: float = 1e-3
-    pos_weight: float = 2.0
-    bias_mult: float = 10.0
-    target_norm: float = 20.0
-    neg_iou: float = 0.3
-    hard_thresh: float = -1.0001
-    evict_thresh: float = -1.2
-    retrain_limit: int = 2000
-    neg_overlap_prune: float | None = 0.7
-    hard_epochs: int = 1
-    norm_images: int = 200
-    norm_boxes: int = 200
-    seed: int = 3
-    max_iter: int = 10000
-    tol: float = 0.1
-    max_negatives: int | None = None
-    cache_dtype: str = "float32"
 
 
 @dataclass

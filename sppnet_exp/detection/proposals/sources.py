@@ -18,6 +18,7 @@ import numpy as np
 from sppnet_exp.detection.proposals.cache import ProposalCache, _Split
 from sppnet_exp.detection.proposals.filters import filter_proposals
 from sppnet_exp.detection.proposals.formats import load_array_dir, load_rcnn_mat
+from sppnet_exp.detection.settings import ProposalSettings
 
 __all__ = ["get_proposals"]
 
@@ -26,25 +27,26 @@ log = logging.getLogger(__name__)
 
 def get_proposals(
     split: _Split,
-    source: str = "selective_search",
-    path: str | Path | None = None,
+    source: str = ProposalSettings.source,
+    path: str | Path | None = ProposalSettings.path,
     cache_root: str | Path = Path("data") / "proposals",
-    mode: str = "fast",
-    max_side: int | None = None,
-    min_size: float = 0,
-    max_proposals: int | None = None,
+    mode: str = ProposalSettings.mode,
+    max_side: int | None = ProposalSettings.max_side,
+    min_size: float = ProposalSettings.min_size,
+    max_proposals: int | None = ProposalSettings.max_proposals,
     dedup: bool = True,
     workers: int | None = None,
     progress: bool = True,
     seed: int = 0,
     stats: dict | None = None,
-    layout: str = "auto",
+    layout: str = ProposalSettings.layout,
 ) -> dict[str, np.ndarray]:
     """Proposals of every image of ``split`` as ``{image_id: (K, 4) float32}``, clipped and filtered.
 
     ``source``: ``selective_search`` (computed once into ``cache_root``), ``rcnn_mat`` (R-CNN's published .mat
     at ``path``, or Fast R-CNN's per-image files: ``layout``) or ``array_dir`` (``path/<image_id>.npy|.txt``).
-    ``stats``, when given, is updated with counts.
+    ``stats``, when given, is updated with counts. The defaults are
+    :class:`~sppnet_exp.detection.settings.ProposalSettings`' (the ``proposals`` config node).
     """
     records = list(split.records)
     ids = [str(r.image_id) for r in records]

@@ -42,7 +42,7 @@ def _changed(value: Any) -> Any:
     if isinstance(value, list):
         return [*value, value[-1] if value else 1]
     if value is None:
-        return "changed"
+        return "1"  # a value every optional node takes: a typed int or float converts it, a path or a name keeps it
     raise TypeError(value)
 
 
@@ -113,7 +113,7 @@ def test_rcnn_window_key_follows_the_net_the_windows_and_the_warp(which: str) ->
 
     def key(c: DictConfig) -> str:
         size = int(OmegaConf.select(c, "detector.input_size") or 224)
-        return window_tag(c, which, size, str(c.detector.get("geometry", "paper")))
+        return window_tag(c, which, size, str(c.detector.geometry))
 
     roots = ["pretrained", *DATA_ID, "proposals", "detector.padding"]
     if which == "ft":  # the run's own fine-tuned net: everything in the run's identity

@@ -31,7 +31,7 @@ def test_rcnn_protocol_hand_case() -> None:
     B: top 2 -> 0.1, -0.5; 4 kept > 3: the class's best three are 0.9, 0.5, 0.1 -> threshold 0.1.
     C: above 0.1 -> 1.0, 0.2; best three 1.0, 0.9, 0.5 -> threshold 0.5.
     Then scores < 0.5 go (all of B, 0.2 of C), and NMS 0.3 removes A's 0.5 (it overlaps 0.9)."""
-    state = RCNNState(TestProtocol(kind="rcnn", score_thresh=None, max_per_image=2, max_per_set=1), num_images=3)
+    state = RCNNState(TestProtocol(protocol="rcnn", score_thresh=None, max_per_image=2, max_per_set=1), num_images=3)
     for image_id, s in SCORES.items():
         state.add(_win(image_id), np.array(s, np.float32)[:, None])
     assert state.thresh[0] == 0.5
@@ -39,7 +39,7 @@ def test_rcnn_protocol_hand_case() -> None:
 
 
 def test_rcnn_protocol_keeps_negative_scores_without_a_cap() -> None:
-    state = RCNNState(TestProtocol(kind="rcnn", score_thresh=None, max_per_image=3, max_per_set=40), num_images=3)
+    state = RCNNState(TestProtocol(protocol="rcnn", score_thresh=None, max_per_image=3, max_per_set=40), num_images=3)
     for image_id, s in SCORES.items():
         state.add(_win(image_id), np.array(s, np.float32)[:, None])
     assert _kept(state.finish()) == {"A": [0.9, -2.0], "B": [0.1, -3.0], "C": [1.0, 0.05]}
@@ -47,7 +47,7 @@ def test_rcnn_protocol_keeps_negative_scores_without_a_cap() -> None:
 
 def test_spp_protocol_is_the_per_image_floor_nms_topk() -> None:
     """SPP-net: the floor -1.5 removes -2.0 and -3.0, NMS removes the overlapping lower score, no set cap."""
-    p = TestProtocol(kind="spp", score_thresh=-1.5, max_per_image=2)
+    p = TestProtocol(protocol="spp", score_thresh=-1.5, max_per_image=2)
     state = SPPState(p, num_images=3)
     for image_id, s in SCORES.items():
         state.add(_win(image_id), np.array(s, np.float32)[:, None])
@@ -59,7 +59,7 @@ def test_spp_protocol_is_the_per_image_floor_nms_topk() -> None:
 
 def test_rcnn_protocol_regresses_before_nms() -> None:
     """A _bb row moves the kept windows first (here box 2 onto box 1), then NMS runs on the moved boxes."""
-    state = RCNNState(TestProtocol(kind="rcnn", score_thresh=None, max_per_image=3, max_per_set=40), num_images=1)
+    state = RCNNState(TestProtocol(protocol="rcnn", score_thresh=None, max_per_image=3, max_per_set=40), num_images=1)
 
     def regress(keep: np.ndarray, c: int) -> np.ndarray:
         moved = BOXES[keep].copy()

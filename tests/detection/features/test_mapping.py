@@ -236,7 +236,7 @@ def test_default_mapping_equals_the_authors_mex_on_random_boxes() -> None:
     cfg = compose_config("detect", ["experiment=table9/spp_5scale", "logger=none"])
     net = build_model("zf5", width=0.25, input_size=112)
     spec = spp_spec(cfg, net)
-    assert cfg.detector.mapping == "receptive_field" == spec.mapping_rule
+    assert cfg.detector.pooling.mapping == "receptive_field" == spec.mapping_rule
     assert PoolingSpec(spec.geom, (1,), (100,)).mapping_rule == "receptive_field"
     assert spec.sz_conv == net.feature_map_size(112, 112)[0] == 6
     assert spp_spec(cfg, build_model("zf5")).sz_conv == 13  # the authors' sz_conv_standard at their 224 crop
@@ -248,6 +248,6 @@ def test_default_mapping_equals_the_authors_mex_on_random_boxes() -> None:
         x1 = rng.uniform(1, scale_hw[1], 500)
         y1 = rng.uniform(1, scale_hw[0], 500)
         boxes = np.stack([x1, y1, rng.uniform(x1, scale_hw[1]), rng.uniform(y1, scale_hw[0])], 1)
-        cells = map_windows(boxes, cfg.detector.mapping, geom, h, w, float(cfg.detector.mapping_offset))
+        cells = map_windows(boxes, cfg.detector.pooling.mapping, geom, h, w, float(cfg.detector.pooling.offset))
         for b, c in zip(boxes, cells, strict=True):
             assert c.tolist() == _mex_cells(b, geom, h, w)

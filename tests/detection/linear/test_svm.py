@@ -221,7 +221,7 @@ def test_pruning_and_neg_keep_limit_negatives() -> None:
 
     # The caller's mask alone (authors' dedup): odd rows excluded, duplicates allowed otherwise.
     masks = [np.arange(len(w)) % 2 == 0 for w in roidb]
-    cfg2 = SVMConfig(neg_overlap_prune=None, retrain_limit=10**9, evict_thresh=-1e9)
+    cfg2 = SVMConfig(neg_prune="none", retrain_limit=10**9, evict_thresh=-1e9)
     m2 = HardNegativeMiner(roidb, lambda i: feats[i], 2, cfg2, scale=2.0, neg_keep=lambda i: masks[i], progress=False)
     m2.run()
     for c in range(2):
