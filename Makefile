@@ -58,10 +58,11 @@ lock:  ## re-resolve requirements.in into requirements.lock (with hashes)
 
 # Each table's runs are listed once, in the `sweep` of experiments/<table>/expected.yaml (beside its rows, columns and
 # relations); `python -m sppnet_exp.table <table> --print` shows the multirun a target runs.
-TABLES := table2 table3 table9 table10 table12
+TABLES := table2 table3 table7 table9 table10 table12
 
 table2: $(STAMP)  ## Table 2: 4 networks x 3 modes x SEEDS (multirun), then the report
 table3: $(STAMP)  ## Table 3: single-view tests of Table 2's checkpoints (trains what is missing)
+table7: $(STAMP)  ## Table 7: Caltech101 SVMs on Table 2's nets, 4 columns + the warp, 10 random splits, then the report
 table9: $(STAMP)  ## Table 9: SPP 1-sc / 5-sc and R-CNN (AlexNet) detection + timing (multirun), then the report
 table10: $(STAMP)  ## Table 10: SPP vs R-CNN on the same ZF-5 (Table 9's SPP runs reused), then the report
 table12: $(STAMP)  ## Table 12: two SPP-nets from different seeds, then their combination, then the report

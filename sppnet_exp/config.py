@@ -66,6 +66,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sppnet.run_fingerprint", run_fingerprint)
     if not OmegaConf.has_resolver("sppnet.default"):
         OmegaConf.register_new_resolver("sppnet.default", lambda value, default: default if value is None else value)
+    if not OmegaConf.has_resolver("sppnet.data_name"):  # a classification DataModule's name: generated for root null
+        OmegaConf.register_new_resolver("sppnet.data_name", lambda root, name: "generated" if root is None else name)
     if not OmegaConf.has_resolver("sppnet.wandb_offline"):
         OmegaConf.register_new_resolver("sppnet.wandb_offline", wandb_offline)
 

@@ -9,8 +9,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from sppnet_exp.config import config_dir
+from sppnet_exp.config import REPO_DIR, config_dir
 from sppnet_exp.engine.wiring import build_trainer
+from sppnet_exp.reporting.sweeps import load_sweep
 
 CONF = Path(config_dir())
 EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in CONF.glob("experiment/**/*.yaml"))
@@ -34,7 +35,7 @@ DETECTION_TABLES = ("table9", "table10", "table12")
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes(experiment: str) -> None:
     table, cell = experiment.split("/")
-    name = "eval" if table == "table3" else "detect" if table in DETECTION_TABLES else "train"
+    name = load_sweep(REPO_DIR / "experiments", table).command  # the table's own command
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(name, overrides=[f"experiment={experiment}"], return_hydra_config=True)
     assert cfg.table == table
@@ -42,7 +43,12 @@ def test_experiment_composes(experiment: str) -> None:
     # resolved in place, as `--cfg job --resolve` and launchers do: every value (the recipe mappings too) stores
     resolved = cfg.copy()
     OmegaConf.resolve(resolved)
-    assert resolved.run_dir == cfg.run_dir and dict(resolved.recipe_overrides) == {}
+    assert resolved.run_dir == cfg.run_dir
+    if name == "transfer":
+        assert cfg.view in ("crop", "full", "warp") and cfg.pretrained.experiment.startswith("table2/")
+        assert (CONF / "experiment" / f"{cfg.pretrained.experiment}.yaml").is_file()
+        return
+    assert dict(resolved.recipe_overrides) == {}
     if table in DETECTION_TABLES:
         assert cfg.detector.method in ("spp", "rcnn", "combine", "timing")
         return
@@ -179,7 +185,7 @@ def test_gpu_trainers_default_to_bf16_and_channels_last(tmp_path: Path) -> None:
 def test_pretrained_overrides_add_to_the_net_never_replace_it(experiment: str, model: str, mode: str) -> None:
     """`pretrained.overrides` from the command line (another generator seed, an ImageNet root) keeps the network:
     R-CNN's AlexNet stays AlexNet (it once silently became the ZF-5 SPP net when the list was replaced)."""
-    from sppnet_exp.detection.cells.pretrained import pretrained_train_config
+    from sppnet_exp.engine.pretrained import pretrained_train_config
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("detect", overrides=[f"experiment={experiment}", "pretrained.overrides=['data.gen_seed=1']"])

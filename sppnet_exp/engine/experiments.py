@@ -68,10 +68,33 @@ def _experiment_groups(name: str) -> frozenset[str]:
     return frozenset(groups)
 
 
+@cache
+def _primary_keys(config_name: str) -> frozenset[str]:
+    """The top-level keys and groups of a primary config (following the configs it extends)."""
+    data = yaml.safe_load((_conf() / f"{config_name}.yaml").read_text()) or {}
+    keys = {str(k) for k in data if k != "defaults"} | set(_primary_groups(config_name))
+    for entry in _defaults(_conf() / f"{config_name}.yaml"):
+        if isinstance(entry, str) and entry != "_self_" and (_conf() / f"{entry}.yaml").is_file():
+            keys |= _primary_keys(entry)
+    return frozenset(keys)
+
+
+@cache
+def _experiment_keys(name: str) -> frozenset[str]:
+    """The top-level keys an experiment sets (a ``# @package _global_`` file), with those of the ones it includes."""
+    data = yaml.safe_load((_conf() / "experiment" / f"{name}.yaml").read_text()) or {}
+    keys = {str(k) for k in data if k != "defaults"}
+    for entry in _defaults(_conf() / "experiment" / f"{name}.yaml"):
+        if isinstance(entry, str) and entry.startswith("/experiment/"):
+            keys |= _experiment_keys(entry.removeprefix("/experiment/"))
+    return frozenset(keys)
+
+
 def commands_for(name: str) -> list[str]:
-    """The commands (``train``, ``eval``, ``detect``) whose config takes experiment ``name``."""
-    groups = _experiment_groups(name)
-    return [c for c in COMMANDS if groups <= _primary_groups(c)]
+    """The commands (``train``, ``eval``, ``detect``, ``transfer``) whose config takes experiment ``name``: the
+    groups it overrides and the keys it sets are the command's own."""
+    groups, keys = _experiment_groups(name), _experiment_keys(name)
+    return [c for c in COMMANDS if groups <= _primary_groups(c) and keys <= _primary_keys(c)]
 
 
 def _listing(command: str) -> str:

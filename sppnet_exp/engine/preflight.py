@@ -57,6 +57,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("sppnet-train", "sppnet_exp.train"),
     "eval": ("sppnet-eval", "sppnet_exp.eval"),
     "detect": ("sppnet-detect", "sppnet_exp.detect"),
+    "transfer": ("sppnet-transfer", "sppnet_exp.transfer"),
 }
 
 
@@ -308,7 +309,7 @@ def check_pretrained(cfg: DictConfig, pre: DictConfig | None = None, key: str = 
     """The net detection starts from: ``pretrained.checkpoint`` must be a file; otherwise the Table 2 run of its
     `train` config must be finished, or trainable: its classification root set (at the paper scale
     ``"pretrained.overrides=['data.root=...']"``) and right, and ``pretrained.train_if_missing`` true."""
-    from sppnet_exp.detection.cells.pretrained import pretrained_train_config
+    from sppnet_exp.engine.pretrained import pretrained_train_config
 
     pre = cfg.pretrained if pre is None else pre
     if pre.get("checkpoint"):
@@ -419,12 +420,22 @@ def _train_inputs(cfg: DictConfig) -> list[Problem]:
     return [p for p in problems if p]
 
 
+def _transfer_inputs(cfg: DictConfig) -> list[Problem]:
+    """A transfer cell: its data root when one is given (null is the generated set, the embedded default) and
+    its pretrained net."""
+    root = check_classification_root(cfg.data) if cfg.data.get("root") is not None else None
+    return ([root] if root else []) + check_pretrained(cfg)
+
+
 def check_inputs(cfg: DictConfig, command: str, earlier_runs: Collection[Path] = ()) -> list[Problem]:
     """Every problem with the inputs ``command`` (``train``, ``eval``, ``detect``) would read under ``cfg``;
     ``earlier_runs``: the run dirs the earlier jobs of the same sweep will have written by then."""
     problems = check_unset(cfg)  # an unset root is reported here; the root checks below skip it
     try:
-        problems += _detect_inputs(cfg, earlier_runs) if command == "detect" else _train_inputs(cfg)
+        if command == "detect":
+            problems += _detect_inputs(cfg, earlier_runs)
+        else:
+            problems += _transfer_inputs(cfg) if command == "transfer" else _train_inputs(cfg)
     except OmegaConfBaseException as exc:  # a value the checks read does not resolve: name it, no traceback
         key = getattr(exc, "full_key", None) or "config"
         problems.append(Problem(str(key), str(exc).splitlines()[0], "a value that resolves"))

@@ -24,6 +24,7 @@ TASKS: dict[str, str] = {
     "train": "sppnet_exp.classification.task:train",
     "eval": "sppnet_exp.classification.task:train",
     "detect": "sppnet_exp.detection.cells.task:detect",
+    "transfer": "sppnet_exp.transfer.task:transfer",
 }
 
 

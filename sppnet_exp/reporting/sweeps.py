@@ -5,8 +5,9 @@ here the Hydra multirun that computes its cells, from which ``make <table>`` (``
 runs. The schema::
 
     sweep:
-      command: train            # the entry script: train, eval or detect
-      seeds: true               # one job per cell and training seed (SEEDS of the Makefile, --seeds)
+      command: train            # the entry script: train, eval, detect or transfer
+      seeds: true               # one job per cell and training seed (SEEDS of the Makefile, --seeds); or the
+                                # table's own list, e.g. [0, 1, ..., 9]: Caltech101's random splits
       grid:                     # a product of config-group options, in this order (the last varies fastest) ...
         model: [zf5, convnet5, overfeat5, overfeat7]
         mode: [nospp, spp_single, spp_multi]
@@ -28,7 +29,7 @@ import yaml
 
 __all__ = ["COMMANDS", "Sweep", "load_sweep"]
 
-COMMANDS = ("train", "eval", "detect")
+COMMANDS = ("train", "eval", "detect", "transfer")
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Sweep:
 
     table: str
     command: str
-    seeds: bool = False
+    seeds: bool | tuple[int, ...] = False  # a tuple: the table's own seeds, whatever --seeds says
     grid: Mapping[str, Sequence[str]] = field(default_factory=dict)
     experiments: Sequence[str] = ()
 
@@ -47,6 +48,8 @@ class Sweep:
             out = [f"{key}={','.join(values)}" for key, values in self.grid.items()] + [f"table={self.table}"]
         else:
             out = [f"experiment={','.join(self.experiments)}"]
+        if isinstance(self.seeds, tuple):
+            return [*out, "seed=" + ",".join(str(s) for s in self.seeds)]
         return out + ([f"seed={seeds}"] if self.seeds and seeds else [])
 
     def argv(self, seeds: str | None = None, extra: Sequence[str] = ()) -> list[str]:
@@ -80,10 +83,17 @@ def load_sweep(experiments_dir: str | Path, table: str) -> Sweep:
         if not isinstance(grid, Mapping) or not grid:
             raise ValueError(f"{path}: sweep.grid must map config groups to lists of options")
         grid = {str(k): _strings(v, f"{path}: sweep.grid.{k}") for k, v in grid.items()}
+    seeds = sweep.get("seeds", False)
+    if isinstance(seeds, list):
+        if not seeds or not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds):
+            raise ValueError(f"{path}: sweep.seeds must be true, false or a list of integers, got {seeds!r}")
+        seeds = tuple(seeds)
+    elif not isinstance(seeds, bool):
+        raise ValueError(f"{path}: sweep.seeds must be true, false or a list of integers, got {seeds!r}")
     return Sweep(
         table=table,
         command=str(command),
-        seeds=bool(sweep.get("seeds", False)),
+        seeds=seeds,
         grid=grid or {},
         experiments=_strings(experiments, f"{path}: sweep.experiments") if experiments is not None else (),
     )

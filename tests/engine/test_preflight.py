@@ -194,7 +194,14 @@ def test_every_experiment_belongs_to_its_commands() -> None:
     names = experiment_names()
     assert "table2/zf5_spp_single" in names and "table12/combination" in names
     for name in names:
-        expected = ["detect"] if name.split("/")[0] in ("table9", "table10", "table12") else ["train", "eval"]
+        table = name.split("/")[0]
+        expected = (
+            ["detect"]
+            if table in ("table9", "table10", "table12")
+            else ["transfer"]
+            if table == "table7"
+            else ["train", "eval"]
+        )
         assert commands_for(name) == expected, name
     assert argv_problems("train", ["experiment=table2/zf5_nospp,table2/zf5_spp_multi", "seed=1"]) == []
     assert argv_problems("detect", ["-m", "experiment=table9/spp_1scale,table10/rcnn_zf5"]) == []

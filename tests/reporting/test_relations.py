@@ -17,7 +17,7 @@ from sppnet_exp.reporting.relations import FAIL, NOT_REPRODUCED, OK, check_relat
 from sppnet_exp.reporting.tables import CellValue, build_values, load_spec
 from tests.synthetic_tables import EXPERIMENTS, as_stated, runs_of, write_runs
 
-TABLES = ["table2", "table3", "table9", "table10", "table12"]
+TABLES = ["table2", "table3", "table7", "table9", "table10", "table12"]
 
 
 def _verify(root: Path, table: str, experiments: Path = EXPERIMENTS):
@@ -66,6 +66,9 @@ def _invert(table: str) -> tuple[dict, str]:
     if table == "table3":
         runs["overfeat7_spp_multi"]["full"]["top1_err"] = runs["overfeat7_spp_multi"]["center"]["top1_err"] + 1.0
         return runs, "column=full < column=center by > 2.0 SE [row=overfeat7_spp_multi]"
+    if table == "table7":  # the full image no better than the crop at fc6
+        runs["c_spp_full"]["fc6"]["acc"] = runs["b_spp_crop"]["fc6"]["acc"] - 0.5
+        return runs, "column=b_spp_crop row=fc6 < column=c_spp_full by > 2.0 SE [row=fc6]"
     if table == "table9":
         runs["rcnn_alexnet"]["ftfc7_bb"]["mAP"] = runs["rcnn_alexnet"]["ftfc7"]["mAP"] - 1.0
         return runs, "row=ftfc7 ≤ row=ftfc7_bb [column=rcnn_alexnet]"

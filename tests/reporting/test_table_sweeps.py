@@ -17,7 +17,7 @@ from sppnet_exp.config import REPO_DIR, compose_config
 from sppnet_exp.reporting.sweeps import load_sweep
 from tests.test_configs import EXPERIMENTS
 
-TABLES = ["table2", "table3", "table9", "table10", "table12"]
+TABLES = ["table2", "table3", "table7", "table9", "table10", "table12"]
 EXP_DIR = REPO_DIR / "experiments"
 
 

@@ -85,7 +85,7 @@ def data_tag(cfg: DictConfig) -> str:
 def conv5_tag(cfg: DictConfig) -> str:
     """Key of the conv5 cache: the pretrained net's identity and the dataset's (scales and orientation are its
     sub-folders), and the extraction's precision when it is not the default float32 (a bf16 map is another map)."""
-    from sppnet_exp.detection.cells.pretrained import pretrained_identity
+    from sppnet_exp.engine.pretrained import pretrained_identity
     from sppnet_exp.utils.identity import detect_recipe_overrides
 
     precision = detect_recipe_overrides(cfg.trainer.get("precision", "32-true"))
@@ -95,7 +95,7 @@ def conv5_tag(cfg: DictConfig) -> str:
 def window_tag(cfg: DictConfig, which: str, size: int, geometry: str) -> str:
     """Key of R-CNN's per-window feature cache of the ``which`` net ("pre", or "ft": the run's own fine-tuned
     net): the net, the dataset, the windows (proposal settings) and the warp (size, context, geometry)."""
-    from sppnet_exp.detection.cells.pretrained import pretrained_identity
+    from sppnet_exp.engine.pretrained import pretrained_identity
 
     run = str(cfg.fingerprint) if which == "ft" else None
     props = OmegaConf.to_container(cfg.proposals, resolve=True)

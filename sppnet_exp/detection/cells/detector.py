@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 from sppnet_exp.detection.cells.common import CellData, resolve_device, setup_cell_data, trainer_kwargs
 from sppnet_exp.detection.cells.features import SPPStage, rcnn_features, spp_features
 from sppnet_exp.detection.cells.methods import MethodRun, method_of
-from sppnet_exp.detection.cells.pretrained import load_pretrained
 from sppnet_exp.detection.evaluation.protocols import TestProtocol, protocol_state
 from sppnet_exp.detection.evaluation.testing import TestRow, detect_rows
 from sppnet_exp.detection.evaluation.voc_eval import evaluate_and_write
@@ -34,6 +33,7 @@ from sppnet_exp.detection.linear.bbox_reg import BoxRegressor, train_bbox_regres
 from sppnet_exp.detection.linear.mining import SVMRow, mine_svms, row_scales
 from sppnet_exp.detection.linear.svm import LinearDetector, SVMConfig
 from sppnet_exp.detection.structures.detections import Detections
+from sppnet_exp.engine.pretrained import load_pretrained
 from sppnet_exp.engine.results import update_results
 from sppnet_exp.models.net import SPPNet
 from sppnet_exp.utils.dist import is_primary

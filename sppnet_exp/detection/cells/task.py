@@ -24,8 +24,8 @@ from sppnet_exp.config import REPO_DIR
 from sppnet_exp.detection.cells.common import proposal_provenance
 from sppnet_exp.detection.cells.detector import run_detector
 from sppnet_exp.detection.cells.methods import method_of
-from sppnet_exp.detection.cells.pretrained import load_pretrained, pretrained_identity
 from sppnet_exp.engine.lifecycle import check_recipe_overrides, open_run, record_table, refuse, tables_with
+from sppnet_exp.engine.pretrained import load_pretrained, pretrained_identity
 from sppnet_exp.engine.results import make_payload, update_results, write_results
 from sppnet_exp.engine.wiring import build_loggers
 from sppnet_exp.utils.dist import is_primary

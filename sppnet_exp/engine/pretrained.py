@@ -1,10 +1,12 @@
-"""The classification net a detector starts from: found in its Table 2 run dir, trained there when missing.
+"""The classification net a detection or transfer run starts from: found in its Table 2 run dir, trained there
+when missing.
 
-The `train` config of the pretrained cell is composed with the same paths, so the detector finds exactly the run
-dir (and ``last.ckpt``) that ``make table2`` writes; an explicit checkpoint overrides the lookup. A missing net is
-a run of the classification task that the engine runs (:func:`sppnet_exp.engine.tasks.run_cell`); its checkpoint
-is read by the model package (:func:`sppnet_exp.models.checkpoint.load_net`): detection imports nothing of
-classification.
+The `train` config of the pretrained cell is composed with the same paths, so the run finds exactly the run dir
+(and ``last.ckpt``) that ``make table2`` writes; an explicit checkpoint overrides the lookup. A missing net is a
+run of the classification task that the engine runs (:func:`sppnet_exp.engine.tasks.run_cell`); its checkpoint is
+read by the model package (:func:`sppnet_exp.models.checkpoint.load_net`): neither detection nor transfer imports
+anything of classification. Where the nets were trained (a train scale and dataset) is the config's ``pretrain``
+node (detection: its scale's ``pretrain``; transfer: the classification scale it runs at).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ __all__ = ["load_pretrained", "pretrained_train_config"]
 
 
 def pretrained_train_config(cfg: DictConfig, pretrained: DictConfig | None = None) -> DictConfig:
-    """The `train` config of the pretrained cell of a detection config (same paths and logger choice)."""
+    """The `train` config of the pretrained cell of a detection or transfer config (same paths and logger
+    choice; trained at ``cfg.pretrain``'s scale and dataset)."""
     pre = pretrained if pretrained is not None else cfg.pretrained
     overrides = [f"experiment={pre.experiment}"] if pre.experiment else []
     # `net` defines the network (a group's own); `overrides` are the user's extras, so replacing them from the
@@ -35,8 +38,8 @@ def pretrained_train_config(cfg: DictConfig, pretrained: DictConfig | None = Non
     overrides += list(pre.overrides or [])
     overrides += [
         f"seed={pre.seed}",
-        f"scale={cfg.scale.pretrain.scale}",
-        f"data={cfg.scale.pretrain.data}",
+        f"scale={cfg.pretrain.scale}",
+        f"data={cfg.pretrain.data}",
         f"paths.root_dir={cfg.paths.root_dir}",
         f"paths.output_dir={cfg.paths.output_dir}",
         f"paths.runs_root={cfg.paths.runs_root}",
