@@ -88,20 +88,10 @@ smoke-table3:
 smoke-detect:
 	$(SMOKE_ENV) $(PY) -m sppnet_exp.detect -m 'experiment=$(SMOKE_DET_CELLS)' $(SMOKE_DET) $(SMOKE_PATHS)
 
-verify-table2: $(STAMP)  ## check Table 2 results against experiments/table2/expected.yaml
-	$(PY) -m sppnet_exp.report table=table2 verify=true $(REPORT_ARGS)
-
-verify-table3: $(STAMP)  ## check Table 3 results against experiments/table3/expected.yaml
-	$(PY) -m sppnet_exp.report table=table3 verify=true $(REPORT_ARGS)
-
-verify-table9: $(STAMP)  ## check Table 9 results against experiments/table9/expected.yaml
-	$(PY) -m sppnet_exp.report table=table9 verify=true $(REPORT_ARGS)
-
-verify-table10: $(STAMP)  ## check Table 10 results against experiments/table10/expected.yaml
-	$(PY) -m sppnet_exp.report table=table10 verify=true $(REPORT_ARGS)
-
-verify-table12: $(STAMP)  ## check Table 12 results against experiments/table12/expected.yaml
-	$(PY) -m sppnet_exp.report table=table12 verify=true $(REPORT_ARGS)
+VERIFY := $(addprefix verify-,$(TABLES))
+verify-table2: $(STAMP)  ## check a table's results against experiments/<table>/expected.yaml (verify-table3, ...)
+$(VERIFY): $(STAMP)
+	$(PY) -m sppnet_exp.report table=$(@:verify-%=%) verify=true $(REPORT_ARGS)
 
 test: $(STAMP)  ## fast test suite (what CI runs)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -133,4 +123,4 @@ clean:  ## remove outputs, caches and the venv
 	rm -rf outputs multirun wandb .pytest_cache .ruff_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install lock table2 table3 table9 table10 table12 smoke smoke-table3 smoke-detect verify-table2 verify-table3 verify-table9 verify-table10 verify-table12 test test-full lint format bench bench-publish bench-compare complexity clean
+.PHONY: help install lock $(TABLES) smoke smoke-table3 smoke-detect $(VERIFY) test test-full lint format bench bench-publish bench-compare complexity clean

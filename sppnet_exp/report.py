@@ -34,8 +34,8 @@ def report(cfg: DictConfig) -> bool:
         table=cfg.table,
         runs_root=Path(cfg.paths.runs_root),
         experiments_dir=experiments_dir,
-        data=cfg.data,
-        scale=cfg.scale,
+        data=cfg.runs.data,
+        scale=cfg.runs.scale,
         source=cfg.source,
         wandb_project=cfg.wandb.project,
         wandb_entity=cfg.wandb.entity,
@@ -79,10 +79,26 @@ def _mkdir(path: Path) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="report")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (``sppnet-report``)."""
+def hydra_main(cfg: DictConfig) -> None:
+    """The Hydra app."""
     if not report(cfg):
         sys.exit(1)
+
+
+# Which runs to show is `runs.data` / `runs.scale`; `conf/` has config groups named `data` and `scale`, so Hydra
+# would read `data=imagenet` as a group choice and refuse it ("No match in the defaults list").
+PLAIN_KEYS = ("data", "scale")
+
+
+def plain_key_overrides(argv: list[str]) -> list[str]:
+    """``data=X`` / ``scale=X`` as ``runs.data=X`` / ``runs.scale=X``; other arguments as given."""
+    return [f"runs.{a}" if "=" in a and a.split("=", 1)[0] in PLAIN_KEYS else a for a in argv]
+
+
+def main() -> None:
+    """Console entry point (``sppnet-report``): ``data=`` / ``scale=`` read as ``runs.data=`` / ``runs.scale=``."""
+    sys.argv[1:] = plain_key_overrides(sys.argv[1:])
+    hydra_main()
 
 
 if __name__ == "__main__":

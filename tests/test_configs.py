@@ -143,7 +143,14 @@ def test_slurm_launcher_composes() -> None:
 def test_report_config_composes() -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("report", overrides=["table=table3"])
-    assert cfg.table == "table3" and cfg.source == "local"
+        assert cfg.table == "table3" and cfg.source == "local" and cfg.runs.data is None
+        # `data=` / `scale=` name the runs to show: read as runs.data / runs.scale, not as the config groups
+        from sppnet_exp.report import plain_key_overrides
+
+        argv = plain_key_overrides(["table=table9", "data=voc07", "scale=paper", "verify=true"])
+        assert argv == ["table=table9", "runs.data=voc07", "runs.scale=paper", "verify=true"]
+        chosen = compose("report", overrides=argv)
+    assert (chosen.runs.data, chosen.runs.scale, chosen.verify) == ("voc07", "paper", True)
 
 
 def test_detection_paper_scale_and_voc07_compose() -> None:

@@ -123,3 +123,18 @@ def test_a_new_table2_network_is_one_edit_of_one_file(tmp_path: Path) -> None:
     assert sweep.overrides("0")[0] == "model=zf5,convnet5,overfeat5,overfeat7,alexnet"
     cfg = compose_config("train", ["model=alexnet", "mode=spp_multi", "table=table2"])
     assert cfg.cell == "alexnet_spp_multi"
+
+
+def test_a_table_with_its_own_seeds_runs_them_whatever_seeds_says() -> None:
+    """Table 7's seeds are Caltech101's 10 random splits, not the training seeds of `make table2`."""
+    sweep = load_sweep(EXP_DIR, "table7")
+    assert sweep.command == "transfer" and sweep.seeds == tuple(range(10))
+    assert sweep.overrides("0,1")[-1] == "seed=0,1,2,3,4,5,6,7,8,9"
+    assert load_sweep(EXP_DIR, "table2").overrides("0,1")[-1] == "seed=0,1"
+
+
+def test_a_sweep_with_malformed_seeds_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "expected.yaml").write_text("sweep: {command: transfer, seeds: [0, x], experiments: [t/a]}\n")
+    with pytest.raises(ValueError, match="sweep.seeds must be true, false or a list of integers"):
+        load_sweep(tmp_path, "t")

@@ -128,3 +128,14 @@ def test_a_transfer_run_uses_the_papers_split_protocol(tmp_path: Path) -> None:
         assert not {p for p, _ in dm.train_samples} & {p for p, _ in dm.eval_samples}
         splits.append({p for p, _ in dm.train_samples})
     assert splits[0] != splits[1]
+
+
+def test_a_wrong_data_root_is_a_preflight_problem_and_null_is_the_embedded_default(tmp_path: Path) -> None:
+    from sppnet_exp.engine.preflight import check_inputs
+
+    base = ["experiment=table7/b_spp_crop", f"paths.root_dir={tmp_path}", "pretrained.checkpoint=null"]
+    wrong = check_inputs(compose_config("transfer", [*base, "data.root=/nonexistent"]), "transfer")
+    assert [p.key for p in wrong if p.key == "data.root"] == ["data.root"]
+    assert "101_ObjectCategories" in next(p.expected for p in wrong if p.key == "data.root")
+    embedded = check_inputs(compose_config("transfer", base), "transfer")
+    assert not [p for p in embedded if p.key == "data.root"]  # null: the generated set, not a missing root
