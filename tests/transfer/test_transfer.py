@@ -139,3 +139,42 @@ def test_a_wrong_data_root_is_a_preflight_problem_and_null_is_the_embedded_defau
     assert "101_ObjectCategories" in next(p.expected for p in wrong if p.key == "data.root")
     embedded = check_inputs(compose_config("transfer", base), "transfer")
     assert not [p for p in embedded if p.key == "data.root"]  # null: the generated set, not a missing root
+
+
+def test_a_transfer_run_writes_each_layer_and_a_finished_run_is_skipped(tmp_path: Path) -> None:
+    """One column and split end to end (a small generated set, a checkpoint file as the pretrained net): results.json
+    holds every layer's accuracy and the chosen C, the features are cached, and the same run again is skipped."""
+    import json
+
+    from sppnet_exp.transfer.task import transfer
+
+    net = _net("spp")
+    hp = {"model": {"name": "zf5", "head": "spp", "levels": [6, 3, 2, 1], "width": 0.125, "input_size": 112},
+          "num_classes": 5}  # fmt: skip
+    ckpt = tmp_path / "net.ckpt"
+    torch.save({"hyper_parameters": hp, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, ckpt)
+    overrides = [
+        "experiment=table7/c_spp_full",
+        f"paths.root_dir={tmp_path}",
+        f"pretrained.checkpoint={ckpt}",
+        "logger=csv",
+        "progress=false",
+        "data.gen_classes=3",
+        "data.gen_train_per_class=8",
+        "data.gen_val_per_class=4",
+        "data.train_per_class=6",
+        "data.test_per_class=5",
+        "layers=[pool5,spp_pool5,fc7]",
+        "svm.C_grid=[0.1,10.0]",
+    ]
+    cfg = compose_config("transfer", overrides)
+    out = transfer(cfg)
+    assert out["status"] == "finished" and set(out["metrics"]) == {"pool5", "spp_pool5", "fc7"}
+    for m in out["metrics"].values():
+        assert 0.0 <= m["acc"] <= 100.0 and m["C"] in (0.1, 10.0)
+    on_disk = json.loads((Path(cfg.run_dir) / "results.json").read_text())
+    assert on_disk["data"] == "generated" and on_disk["transfer"]["train_images"] == 18
+    assert on_disk["transfer"]["test_images"] == 15 and on_disk["config"]["view"] == "full"
+    assert len(list((tmp_path / "outputs" / "cache" / "transfer").glob("*.npz"))) == 1
+    again = transfer(compose_config("transfer", overrides))
+    assert again["updated"] == on_disk["updated"]  # skipped: the finished run is returned as it was
