@@ -33,6 +33,9 @@ SMOKE_TRAINER := +trainer.limit_train_batches=1 +trainer.limit_val_batches=1 +tr
 # AlexNet warp at 227/224 of the 64 px crop. The timing cells are left out: their R-CNN net is looked up at the
 # default scale (it would be trained at full size).
 SMOKE_PRETRAINED = pretrained.overrides=[$(shell printf "'%s'," $(SMOKE_NET) $(SMOKE_TRAINER) | sed 's/,$$//')]
+# Table 7: the three ZF-5 columns on the smoke's Table 2 nets, 2 splits of 3 generated classes (6 + 5 images each).
+SMOKE_TRANSFER := size=64 data.gen_classes=3 data.gen_train_per_class=8 data.gen_val_per_class=4 \
+	data.train_per_class=6 data.test_per_class=5 'svm.C_grid=[0.1,10.0]' progress=false
 SMOKE_DET = trainer=cpu progress=false workers=1 data.gen.trainval=8 data.gen.test=4 data.gen.num_classes=3 \
 	scale.target_size=64 scale.scales_1=[100] scale.scales_5=[80,100,130] scale.rcnn_padding=4 \
 	scale.alexnet_warp_size=65 scale.proposals.max_proposals=30 scale.proposals.min_size=6 \
@@ -70,14 +73,16 @@ $(TABLES):
 	$(PY) -m sppnet_exp.table $@ --seeds $(SEEDS) $(ARGS)
 	$(PY) -m sppnet_exp.report table=$@ $(REPORT_ARGS)
 
-smoke: $(STAMP)  ## ~1 min: Tables 2, 3, 9, 10, 12 end to end on a few images, into outputs/smoke only
+smoke: $(STAMP)  ## ~1 min: Tables 2, 3, 7, 9, 10, 12 end to end on a few images, into outputs/smoke only
 	@case "$(SMOKE_DIR)" in *..*) echo "SMOKE_DIR must not contain .."; exit 2;; outputs/?*) ;; *) echo "SMOKE_DIR must be under outputs/ (git-ignored)"; exit 2;; esac
 	rm -rf $(SMOKE_DIR)
 	$(SMOKE_ENV) $(PY) -m sppnet_exp.train -m experiment=table2/zf5_nospp,table2/zf5_spp_single \
 		$(SMOKE_NET) $(SMOKE_TRAINER) $(SMOKE_PATHS)
 	@# Table 3's evaluation and the detection cells both start from Table 2's checkpoints: side by side.
 	$(MAKE) --no-print-directory -j2 --output-sync=target smoke-table3 smoke-detect
-	$(SMOKE_ENV) $(PY) -m sppnet_exp.report -m table=table2,table3,table9,table10,table12 $(SMOKE_PATHS) \
+	$(SMOKE_ENV) $(PY) -m sppnet_exp.transfer -m experiment=table7/a_nospp_crop,table7/b_spp_crop,table7/c_spp_full \
+		seed=0,1 $(SMOKE_TRANSFER) "$(SMOKE_PRETRAINED)" $(SMOKE_PATHS)
+	$(SMOKE_ENV) $(PY) -m sppnet_exp.report -m table=table2,table3,table7,table9,table10,table12 $(SMOKE_PATHS) \
 		out_dir=$(SMOKE_DIR)/reports wandb.log=false hydra.sweep.dir=$(SMOKE_DIR)/report-jobs hydra.sweep.subdir=.
 	@echo "smoke: every table's pipeline ran; the reports are $(SMOKE_DIR)/reports/<table>/results.md"
 
