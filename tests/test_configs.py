@@ -156,12 +156,12 @@ def test_report_config_composes() -> None:
 def test_detection_paper_scale_and_voc07_compose() -> None:
     """The paper's detection settings: s = 688 or five scales, 224 target, VOC 2007's 20 classes."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        one = compose("detect", overrides=["experiment=table9/spp_1scale", "det_scale=paper", "det_data=voc07"])
+        one = compose("detect", overrides=["experiment=table9/spp_1scale", "scale=detect_paper", "data=voc07"])
         five = compose(
             "detect",
-            overrides=["experiment=table9/spp_5scale", "det_scale=paper", "scale.scales_5=[480,576,688,874,1200]"],
+            overrides=["experiment=table9/spp_5scale", "scale=detect_paper", "scale.scales_5=[480,576,688,874,1200]"],
         )
-        rcnn = compose("detect", overrides=["experiment=table9/rcnn_alexnet", "det_scale=paper"])
+        rcnn = compose("detect", overrides=["experiment=table9/rcnn_alexnet", "scale=detect_paper"])
     assert list(one.detector.scales) == [688] and one.detector.pooling.target_size == 224
     assert len(one.data.classes) == 20
     assert list(five.detector.scales) == [480, 576, 688, 874, 1200]

@@ -3,7 +3,7 @@
 Nothing here can run VOC07 itself on a laptop, so each stage is measured per image at the real geometry — ZF-5
 (SPP-net) and AlexNet (R-CNN) at full width with random weights (time, bytes and memory do not depend on the
 weights), a 500x375 VOC-like scene, 2,000 windows, s = 688 and the five scales, the paper configuration's
-settings (``det_scale=paper``: fine-tuning chunks and workers, SVM cache bound and dtype, box-regression store) —
+settings (``scale=detect_paper``: fine-tuning chunks and workers, SVM cache bound and dtype, box-regression store) —
 through the same code the cells run. Each stage runs in a fresh process (spawn), so its peak RSS is its own.
 
 VOC07 totals are the per-image figures times the image counts (5,011 trainval, 4,952 test) plus the state a
@@ -285,12 +285,12 @@ def _finetune_stage(
 
 
 def _paper_settings() -> dict[str, Any]:
-    """The paper configuration's settings the estimates depend on (``det_scale=paper``)."""
+    """The paper configuration's settings the estimates depend on (``scale=detect_paper``)."""
     from omegaconf import OmegaConf
 
     from sppnet_exp.config import compose_config
 
-    cfg = compose_config("detect", ["det_scale=paper", "logger=none"])
+    cfg = compose_config("detect", ["scale=detect_paper", "logger=none"])
     ft = cfg.scale.finetune
     return {
         "scales_1": [int(s) for s in cfg.scale.scales_1],

@@ -11,7 +11,7 @@ also records its exit code, whether its message names the key at fault and wheth
 runs root (it must not).
 
 Cases: ``sppnet-train --help``; ``sppnet-train data=imagenet`` without ``data.root`` (the mandatory value of
-issue 22's case (b)); ``sppnet-detect experiment=table9/spp_1scale det_data=voc data.root=/nonexistent`` (case
+issue 22's case (b)); ``sppnet-detect experiment=table9/spp_1scale data=voc data.root=/nonexistent`` (case
 (a): the wrong root of a detection run, checked before the pretrained net or any data is made). Nothing here
 imports torch.
 """
@@ -39,7 +39,7 @@ CASES: dict[str, tuple[tuple[str, ...], int, str]] = {
     "train_help": (("-m", "sppnet_exp.train", "--help"), 0, "Powered by Hydra"),
     "train_missing_root": (("-m", "sppnet_exp.train", "data=imagenet"), 2, "data.root"),
     "detect_wrong_root": (
-        ("-m", "sppnet_exp.detect", "experiment=table9/spp_1scale", "det_data=voc", "data.root=/nonexistent"),
+        ("-m", "sppnet_exp.detect", "experiment=table9/spp_1scale", "data=voc", "data.root=/nonexistent"),
         2,
         "data.root",
     ),

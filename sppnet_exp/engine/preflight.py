@@ -182,7 +182,7 @@ def unset_keys(node: DictConfig | ListConfig, prefix: str = "") -> list[str]:
 
 def check_unset(cfg: DictConfig) -> list[Problem]:
     """Mandatory values left unset (``???``) anywhere outside ``hydra``: ``data.root`` of ``data=imagenet``,
-    ``det_data=voc``... (Hydra would stop on the first one it resolves, with a traceback of the run dir)."""
+    ``data=voc``... (Hydra would stop on the first one it resolves, with a traceback of the run dir)."""
     problems = []
     for key in unset_keys(cfg):
         if key == "data.root":
@@ -221,7 +221,7 @@ def _detection_expected(data: DictConfig) -> str:
 
 def check_detection_root(data: DictConfig, key: str = "data.root") -> Problem | None:
     """The detection root: found by the splits' own resolution (itself or one or two levels down); ``null`` only
-    with ``data.gen`` (the generated scenes, ``det_data=generated``)."""
+    with ``data.gen`` (the generated scenes, ``data=scenes``)."""
     if OmegaConf.is_missing(data, "root"):
         return None
     root, expected = data.get("root"), _detection_expected(data)
@@ -427,9 +427,47 @@ def _transfer_inputs(cfg: DictConfig) -> list[Problem]:
     return ([root] if root else []) + check_pretrained(cfg)
 
 
+# The `data` and `scale` groups hold the options of both kinds of task: detection's are the ones whose DataModule
+# is the detection one and whose scale has the detection scales.
+_DETECTION_DATA = "DetectionDataModule"
+
+
+def _options(group: str, detection: bool) -> str:
+    from sppnet_exp.config import config_dir
+
+    names = []
+    for path in sorted((Path(config_dir()) / group).glob("*.yaml")):
+        if path.stem.startswith("_"):
+            continue
+        text = path.read_text()
+        is_detection = _DETECTION_DATA in text if group == "data" else "scales_1:" in text
+        if is_detection == detection:
+            names.append(path.stem)
+    return " | ".join(names)
+
+
+def check_kinds(cfg: DictConfig, command: str) -> list[Problem]:
+    """A `data=` or `scale=` option of the other kind of task (``sppnet-train data=voc07``, ``sppnet-detect
+    scale=paper``): named before anything is composed further or run."""
+    detection = command == "detect"
+    kind, other = ("detection", "classification") if detection else ("classification", "detection")
+    problems = []
+    data, scale = cfg.get("data"), cfg.get("scale")
+    if isinstance(data, DictConfig) and str(data.get("_target_", "")).endswith(_DETECTION_DATA) != detection:
+        name = data.get("name")
+        problems.append(Problem("data", f"a {other} dataset ({name})", f"one of {_options('data', detection)}"))
+    if isinstance(scale, DictConfig) and "name" in scale and ("scales_1" in scale) != detection:
+        expected = f"a {kind} scale: {_options('scale', detection)}"
+        problems.append(Problem("scale", f"a {other} scale ({scale.name})", expected))
+    return problems
+
+
 def check_inputs(cfg: DictConfig, command: str, earlier_runs: Collection[Path] = ()) -> list[Problem]:
-    """Every problem with the inputs ``command`` (``train``, ``eval``, ``detect``) would read under ``cfg``;
-    ``earlier_runs``: the run dirs the earlier jobs of the same sweep will have written by then."""
+    """Every problem with the inputs ``command`` (``train``, ``eval``, ``detect``, ``transfer``) would read under
+    ``cfg``; ``earlier_runs``: the run dirs the earlier jobs of the same sweep will have written by then."""
+    kinds = check_kinds(cfg, command)
+    if kinds:  # the rest of the config reads keys of its own kind of data and scale: nothing more to check
+        return kinds
     problems = check_unset(cfg)  # an unset root is reported here; the root checks below skip it
     try:
         if command == "detect":

@@ -59,7 +59,7 @@ def _assert_failed_fast(proc: subprocess.CompletedProcess[str], tmp: Path, *need
 # ----- the cases the issue reports --------------------------------------------------------------------------------
 def test_detect_wrong_root_fails_before_any_generation_or_pretraining(tmp_path: Path) -> None:
     """(a): the detection root is checked before the pretrained net's data is generated and the net trained."""
-    proc = _cli("detect", "experiment=table9/spp_1scale", "det_data=voc", "data.root=/nonexistent", tmp=tmp_path)
+    proc = _cli("detect", "experiment=table9/spp_1scale", "data=voc", "data.root=/nonexistent", tmp=tmp_path)
     out = _assert_failed_fast(proc, tmp_path, "data.root", "/nonexistent does not exist", "Annotations")
     assert out.count("error:") == 1
 
@@ -122,7 +122,7 @@ def test_unknown_experiment_lists_the_existing_ones(tmp_path: Path) -> None:
         ),
         (
             "detect",
-            ["experiment=table9/spp_1scale", "det_scale=paper"],
+            ["experiment=table9/spp_1scale", "scale=detect_paper"],
             ["pretrained.overrides", "data=imagenet", "pretrained.overrides=['data.root=/path/to/ILSVRC2012']"],
         ),
         (
@@ -130,7 +130,7 @@ def test_unknown_experiment_lists_the_existing_ones(tmp_path: Path) -> None:
             ["experiment=table12/combination"],
             ["detector.members", "table12/net1", "table12/net2", "python -m sppnet_exp.detect experiment=table12/net1"],
         ),
-        ("detect", ["experiment=table9/spp_1scale", "det_data=voc"], ["data.root", "not set", "VOCdevkit"]),
+        ("detect", ["experiment=table9/spp_1scale", "data=voc"], ["data.root", "not set", "VOCdevkit"]),
     ],
 )
 def test_other_inputs_fail_fast(tmp_path: Path, module: str, args: list[str], needles: list[str]) -> None:
@@ -219,7 +219,7 @@ def test_good_inputs_pass(tmp_path: Path) -> None:
     assert check_inputs(_compose("train", tmp=tmp_path), "train") == []  # the generated set: nothing to check
     imagenet = _compose("train", "data=imagenet", f"data.root={tmp_path / 'ilsvrc'}", tmp=tmp_path)
     assert check_inputs(imagenet, "train") == []
-    cfg = _compose("detect", "experiment=table9/spp_1scale", "det_data=voc", f"data.root={tmp_path}", tmp=tmp_path)
+    cfg = _compose("detect", "experiment=table9/spp_1scale", "data=voc", f"data.root={tmp_path}", tmp=tmp_path)
     assert check_inputs(cfg, "detect") == []
     assert check_inputs(_compose("detect", "experiment=table9/timing", tmp=tmp_path), "detect") == []
 
@@ -231,3 +231,24 @@ def test_message_format_applies_the_fixes_to_the_users_command_line(tmp_path: Pa
     first, *_, last = text.splitlines()
     assert first == "sppnet-train: error: data.root: /nope does not exist"
     assert last == "  example:  python -m sppnet_exp.train data=imagenet data.root=/path/to/ILSVRC2012 seed=3"
+
+
+@pytest.mark.parametrize(
+    ("command", "overrides", "key", "expected"),
+    [
+        ("train", ["data=voc07", "data.root=/x"], "data", "voc07_cls"),
+        ("train", ["scale=detect_paper"], "scale", "embedded | paper"),
+        ("detect", ["experiment=table9/spp_1scale", "data=imagenet"], "data", "scenes"),
+        ("detect", ["experiment=table9/spp_1scale", "scale=paper"], "scale", "detect_embedded | detect_paper"),
+    ],
+)
+def test_a_data_or_scale_of_the_other_kind_of_task_is_named(
+    command: str, overrides: list[str], key: str, expected: str, tmp_path: Path
+) -> None:
+    """`data` and `scale` hold both kinds' options (the group names are the keys they set): a detection dataset
+    for training, or a classification scale for detection, is one line naming the right options."""
+    problems = check_inputs(_compose(command, *overrides, tmp=tmp_path), command)
+    assert [p.key for p in problems] == [key] and expected in problems[0].expected
+    # a dataset of the right kind passes this check (and goes on to the root's)
+    voc = check_inputs(_compose("detect", "experiment=table9/spp_1scale", "data=voc07", tmp=tmp_path), "detect")
+    assert [p.key for p in voc] == ["data.root"]

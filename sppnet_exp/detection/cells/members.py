@@ -19,7 +19,7 @@ def member_config(cfg: DictConfig, experiment: str) -> DictConfig:
     """A member cell's `detect` config: its experiment, with this run's data, scale, paths, proposals, SVM and test
     settings and pretrained overrides (so it names the run dir the member's own run used), plus
     ``detector.member_overrides`` (e.g. ``['detector.scales=${scale.scales_1}', 'rows=[ftfc7_bb]']``)."""
-    overrides = [f"experiment={experiment}", f"det_data={cfg.data.name}", f"det_scale={cfg.scale.name}"]
+    overrides = [f"experiment={experiment}"]  # its data and scale nodes are this run's, set below
     overrides += [str(o) for o in cfg.detector.member_overrides]
     member = compose_config("detect", overrides)
     OmegaConf.set_struct(member, False)

@@ -179,7 +179,7 @@ def test_real_data_beats_chance(
         pytest.skip(f"{root} not found")
     cfg = det_cfg(
         "experiment=table9/spp_1scale",
-        f"det_data={det_data}",
+        f"data={det_data}",
         f"data.root={root}",
         "rows=[pool5]",
         "scale.scales_1=[160]",

@@ -18,7 +18,7 @@ def _cfg(*overrides: str):  # noqa: ANN202
 
 def test_opencv_proposals_at_the_paper_setting_are_flagged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        info, note = proposal_provenance(_cfg("det_data=voc07", "det_scale=paper", "data.root=/data/VOC2007"))
+        info, note = proposal_provenance(_cfg("data=voc07", "scale=detect_paper", "data.root=/data/VOC2007"))
     assert info["source"] == "selective_search" and not info["comparable"] and not info["paper_proposals"]
     assert "not comparable" in note and "OpenCV selective search (fast mode, longer side <= 500)" in note
     assert "rcnn_mat" in caplog.text
@@ -28,7 +28,7 @@ def test_rcnn_boxes_are_the_papers_and_the_embedded_default_is_not_flagged(caplo
     with caplog.at_level(logging.WARNING):
         paths = "proposals.path={trainval:/d/voc_2007_trainval.mat,test:/d/voc_2007_test.mat}"
         info, note = proposal_provenance(
-            _cfg("det_data=voc07", "det_scale=paper", "data.root=/data/VOC2007", "proposals.source=rcnn_mat", paths)
+            _cfg("data=voc07", "scale=detect_paper", "data.root=/data/VOC2007", "proposals.source=rcnn_mat", paths)
         )
         assert info["comparable"] and info["paper_proposals"] and "R-CNN's published" in note
         info, note = proposal_provenance(_cfg())
