@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
@@ -28,6 +29,14 @@ def _instantiate_group(group: DictConfig | dict[str, Any] | None, what: str, pre
             log.info(f"Instantiating {what} <{node._target_}> ({key})")
             objects.append(instantiate(node, _convert_="all"))
     return objects
+
+
+def resolve_device(cfg: DictConfig) -> torch.device:
+    """CUDA when the trainer asks for a GPU (or auto and one is present), else CPU."""
+    acc = str(cfg.trainer.get("accelerator", "auto"))
+    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:

@@ -41,22 +41,20 @@ def layers_for(net: SPPNet, kind: str, wanted: Sequence[str] = LAYERS) -> list[s
     return out
 
 
-def _conv_outputs(features: nn.Sequential) -> tuple[str, str]:
-    """Names of the ReLUs after the last two convolutions of a trunk (``relu4``, ``relu5`` in ZF-5)."""
+def _conv4_output(features: nn.Sequential) -> str:
+    """Name of the module whose output is "conv4": the ReLU after the second-last convolution (``relu4`` in ZF-5);
+    conv5 is the trunk's own output."""
     names = list(features._modules)
-    convs = [i for i, n in enumerate(names) if isinstance(features._modules[n], nn.Conv2d)]
-    relus = []
-    for i in convs[-2:]:
-        after = [j for j in range(i + 1, len(names)) if isinstance(features._modules[names[j]], nn.ReLU)]
-        relus.append(names[after[0]] if after else names[i])
-    return relus[0], relus[1]
+    i = [j for j, n in enumerate(names) if isinstance(features._modules[n], nn.Conv2d)][-2]
+    after = [j for j in range(i + 1, len(names)) if isinstance(features._modules[names[j]], nn.ReLU)]
+    return names[after[0]] if after else names[i]
 
 
 @torch.no_grad()
 def layer_features(net: SPPNet, x: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
     """``layers`` of ``net`` for a batch ``x`` (N x 3 x h x w, normalised), each N x D float32 on ``x``'s device."""
     want = set(layers)
-    penult, _ = _conv_outputs(net.features)  # conv5: the trunk's output itself
+    penult = _conv4_output(net.features)
     out: dict[str, Tensor] = {}
     h = x
     for name, module in net.features.named_children():

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.config import REPO_DIR, fingerprint
@@ -26,7 +25,7 @@ from sppnet_exp.data.images import decode_file
 from sppnet_exp.engine.lifecycle import open_run, record_table, tables_with
 from sppnet_exp.engine.pretrained import load_pretrained, pretrained_identity
 from sppnet_exp.engine.results import make_payload, update_results, write_results
-from sppnet_exp.engine.wiring import build_datamodule, build_loggers
+from sppnet_exp.engine.wiring import build_datamodule, build_loggers, resolve_device
 from sppnet_exp.models.net import SPPNet
 from sppnet_exp.transfer.features import extract, layers_for
 from sppnet_exp.transfer.svm import choose_c, fit_ovr, mean_class_accuracy
@@ -55,9 +54,7 @@ class FeatureCache:
 
     def get(self, net: SPPNet, paths: list[str], kind: str, size: int, layers: list[str], **kw: Any) -> dict:
         """``{layer: (len(paths), D)}`` for ``paths`` in order."""
-        known, feats = self._load()
-        if feats and set(feats) != set(layers):
-            known, feats = [], {}  # another layer list: start the file again
+        known, feats = self._load()  # the tag names the layers: the file holds exactly these
         index = {p: i for i, p in enumerate(known)}
         missing = [p for p in dict.fromkeys(paths) if p not in index]
         if missing:
@@ -70,11 +67,6 @@ class FeatureCache:
             atomic_savez(self.path, paths=np.asarray(known), **{f"f_{k}": v for k, v in feats.items()})
         rows = np.asarray([index[p] for p in paths], dtype=np.int64)
         return {k: feats[k][rows] for k in layers}
-
-
-def _device(cfg: DictConfig) -> torch.device:
-    acc = str(cfg.trainer.accelerator)
-    return torch.device("cuda" if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def _payload(cfg: DictConfig, net: SPPNet, status: str, previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -126,7 +118,7 @@ def transfer(cfg: DictConfig) -> dict[str, Any]:
     tag = "transfer-" + fingerprint(pretrained_identity(cfg), str(cfg.data_name), cfg.data.root, str(cfg.view),
                                     int(cfg.size), layers)  # fmt: skip
     cache = FeatureCache(Path(cfg.cache_dir) / "transfer", tag)
-    kw = {"device": _device(cfg), "batch_size": int(cfg.batch_size)}
+    kw = {"device": resolve_device(cfg), "batch_size": int(cfg.batch_size)}
     x_train = cache.get(net, [p for p, _ in train], str(cfg.view), int(cfg.size), layers, **kw)
     x_test = cache.get(net, [p for p, _ in test], str(cfg.view), int(cfg.size), layers, **kw)
     y_train = np.asarray([int(t) for _, t in train])

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sppnet_exp.config import fingerprint
@@ -24,19 +23,10 @@ __all__ = [
     "CellData",
     "data_tag",
     "load_proposals",
-    "resolve_device",
     "setup_cell_data",
     "setup_data",
     "trainer_kwargs",
 ]
-
-
-def resolve_device(cfg: DictConfig) -> torch.device:
-    """CUDA when the trainer asks for a GPU (or auto and one is present), else CPU."""
-    acc = str(cfg.trainer.get("accelerator", "auto"))
-    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sppnet_exp.detection.cells.common import CellData, resolve_device, setup_cell_data, trainer_kwargs
+from sppnet_exp.detection.cells.common import CellData, setup_cell_data, trainer_kwargs
 from sppnet_exp.detection.cells.features import SPPStage, rcnn_features, spp_features
 from sppnet_exp.detection.cells.methods import MethodRun, method_of
 from sppnet_exp.detection.evaluation.protocols import TestProtocol, protocol_state
@@ -35,6 +35,7 @@ from sppnet_exp.detection.linear.svm import LinearDetector, SVMConfig
 from sppnet_exp.detection.structures.detections import Detections
 from sppnet_exp.engine.pretrained import load_pretrained
 from sppnet_exp.engine.results import update_results
+from sppnet_exp.engine.wiring import resolve_device
 from sppnet_exp.models.net import SPPNet
 from sppnet_exp.utils.dist import is_primary
 from sppnet_exp.utils.io import atomic_torch_save

@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sppnet_exp.detection.cells.common import load_proposals, resolve_device, setup_data
+from sppnet_exp.detection.cells.common import load_proposals, setup_data
 from sppnet_exp.detection.cells.features import net_spec
 from sppnet_exp.detection.cells.methods import MethodRun
 from sppnet_exp.detection.evaluation.timing_pairs import PaperGeometry, paired_timing, paper_items, timing_rows
 from sppnet_exp.detection.features.pooling import PoolingSpec
 from sppnet_exp.detection.settings import PoolingRules
 from sppnet_exp.engine.pretrained import load_pretrained, pretrained_train_config
-from sppnet_exp.engine.wiring import model_kwargs
+from sppnet_exp.engine.wiring import model_kwargs, resolve_device
 from sppnet_exp.models import build_model
 from sppnet_exp.models.net import SPPNet
 
