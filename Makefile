@@ -36,6 +36,9 @@ SMOKE_PRETRAINED = pretrained.overrides=[$(shell printf "'%s'," $(SMOKE_NET) $(S
 # Table 7: the three ZF-5 columns on the smoke's Table 2 nets, 2 splits of 3 generated classes (6 + 5 images each).
 SMOKE_TRANSFER := size=64 data.gen_classes=3 data.gen_train_per_class=8 data.gen_val_per_class=4 \
 	data.train_per_class=6 data.test_per_class=5 'svm.C_grid=[0.1,10.0]' progress=false
+# Table 6: the five columns on the smoke's Table 2 nets (seed 0), 3 generated classes in 12 + 9 VOC-layout scenes.
+SMOKE_VOC := data.gen_classes=3 data.gen_train_per_class=4 data.gen_val_per_class=3 'svm.C_grid=[0.1,10.0]' \
+	progress=false
 SMOKE_DET = trainer=cpu progress=false workers=1 data.gen.trainval=8 data.gen.test=4 data.gen.num_classes=3 \
 	scale.target_size=64 scale.scales_1=[100] scale.scales_5=[80,100,130] scale.rcnn_padding=4 \
 	scale.alexnet_warp_size=65 scale.proposals.max_proposals=30 scale.proposals.min_size=6 \
@@ -61,10 +64,12 @@ lock:  ## re-resolve requirements.in into requirements.lock (with hashes)
 
 # Each table's runs are listed once, in the `sweep` of experiments/<table>/expected.yaml (beside its rows, columns and
 # relations); `python -m sppnet_exp.table <table> --print` shows the multirun a target runs.
-TABLES := table2 table3 table7 table9 table10 table12
+TABLES := table2 table3 table4 table6 table7 table9 table10 table12
 
 table2: $(STAMP)  ## Table 2: 4 networks x 3 modes x SEEDS (multirun), then the report
 table3: $(STAMP)  ## Table 3: single-view tests of Table 2's checkpoints (trains what is missing)
+table4: $(STAMP)  ## Table 4: Overfeat-7 SPP's 10 crops vs views pooled from its feature maps (10, 96, 96 + 2 full)
+table6: $(STAMP)  ## Table 6: VOC 2007 classification SVMs on Table 2's nets, 5 columns x SEEDS nets, then the report
 table7: $(STAMP)  ## Table 7: Caltech101 SVMs on Table 2's nets, 4 columns + the warp, 10 random splits, then the report
 table9: $(STAMP)  ## Table 9: SPP 1-sc / 5-sc and R-CNN (AlexNet) detection + timing (multirun), then the report
 table10: $(STAMP)  ## Table 10: SPP vs R-CNN on the same ZF-5 (Table 9's SPP runs reused), then the report
@@ -73,7 +78,7 @@ $(TABLES):
 	$(PY) -m sppnet_exp.table $@ --seeds $(SEEDS) $(ARGS)
 	$(PY) -m sppnet_exp.report table=$@ $(REPORT_ARGS)
 
-smoke: $(STAMP)  ## ~1 min: Tables 2, 3, 7, 9, 10, 12 end to end on a few images, into outputs/smoke only
+smoke: $(STAMP)  ## ~2 min: Tables 2, 3, 4, 6, 7, 9, 10, 12 end to end on a few images, into outputs/smoke only
 	@case "$(SMOKE_DIR)" in *..*) echo "SMOKE_DIR must not contain .."; exit 2;; outputs/?*) ;; *) echo "SMOKE_DIR must be under outputs/ (git-ignored)"; exit 2;; esac
 	rm -rf $(SMOKE_DIR)
 	$(SMOKE_ENV) $(PY) -m sppnet_exp.train -m experiment=table2/zf5_nospp,table2/zf5_spp_single \
@@ -82,13 +87,19 @@ smoke: $(STAMP)  ## ~1 min: Tables 2, 3, 7, 9, 10, 12 end to end on a few images
 	$(MAKE) --no-print-directory -j2 --output-sync=target smoke-table3 smoke-detect
 	$(SMOKE_ENV) $(PY) -m sppnet_exp.transfer -m experiment=table7/a_nospp_crop,table7/b_spp_crop,table7/c_spp_full \
 		seed=0,1 $(SMOKE_TRANSFER) "$(SMOKE_PRETRAINED)" $(SMOKE_PATHS)
-	$(SMOKE_ENV) $(PY) -m sppnet_exp.report -m table=table2,table3,table7,table9,table10,table12 $(SMOKE_PATHS) \
+	$(SMOKE_ENV) $(PY) -m sppnet_exp.transfer -m experiment=table6/a_nospp_crop,table6/b_spp_crop,table6/c_spp_full \
+		size=64 $(SMOKE_VOC) "$(SMOKE_PRETRAINED)" $(SMOKE_PATHS)
+	$(SMOKE_ENV) $(PY) -m sppnet_exp.transfer -m experiment=table6/d_spp_full_best,table6/e_overfeat7_full_best \
+		size_grid.base=64 'size_grid.factors=[1.0,1.5]' $(SMOKE_VOC) "$(SMOKE_PRETRAINED)" $(SMOKE_PATHS)
+	$(SMOKE_ENV) $(PY) -m sppnet_exp.report -m table=table2,table3,table4,table6,table7,table9,table10,table12 $(SMOKE_PATHS) \
 		out_dir=$(SMOKE_DIR)/reports wandb.log=false hydra.sweep.dir=$(SMOKE_DIR)/report-jobs hydra.sweep.subdir=.
 	@echo "smoke: every table's pipeline ran; the reports are $(SMOKE_DIR)/reports/<table>/results.md"
 
 # Steps of `make smoke` (after its Table 2 step; no $(STAMP) prerequisite: the sub-make does not see `-o`).
 smoke-table3:
 	$(SMOKE_ENV) $(PY) -m sppnet_exp.eval experiment=table3/zf5_spp_single $(SMOKE_NET) $(SMOKE_TRAINER) $(SMOKE_PATHS)
+	@# Table 4: Overfeat-7 multi-size (trained here, one batch), its 10 crops and the views pooled from its maps
+	$(SMOKE_ENV) $(PY) -m sppnet_exp.eval experiment=table4/overfeat7_spp_multi $(SMOKE_NET) $(SMOKE_TRAINER) $(SMOKE_PATHS)
 
 smoke-detect:
 	$(SMOKE_ENV) $(PY) -m sppnet_exp.detect -m 'experiment=$(SMOKE_DET_CELLS)' $(SMOKE_DET) $(SMOKE_PATHS)

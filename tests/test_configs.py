@@ -14,7 +14,11 @@ from sppnet_exp.engine.wiring import build_trainer
 from sppnet_exp.reporting.sweeps import load_sweep
 
 CONF = Path(config_dir())
-EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in CONF.glob("experiment/**/*.yaml"))
+EXPERIMENTS = sorted(
+    str(p.relative_to(CONF / "experiment").with_suffix(""))
+    for p in CONF.glob("experiment/**/*.yaml")
+    if not p.name.startswith("_")  # shared parts of a table's experiments (table6/_voc.yaml)
+)
 
 
 def _options(group: str) -> list[str]:

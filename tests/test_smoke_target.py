@@ -34,12 +34,14 @@ def test_smoke_dry_run_covers_every_table_in_its_own_root() -> None:
     lines = [ln for ln in joined.splitlines() if "sppnet_exp." in ln]
     commands = ("train", "eval", "detect", "transfer", "report")
     entry = {m: [ln for ln in lines if f"-m sppnet_exp.{m} " in ln] for m in commands}
-    assert all(len(v) == 1 for v in entry.values()), lines
-    assert "table2/" in entry["train"][0] and "table3/" in entry["eval"][0]
+    counts = {m: len(v) for m, v in entry.items()}
+    assert counts == {"train": 1, "eval": 2, "detect": 1, "transfer": 3, "report": 1}, lines
+    assert "table2/" in entry["train"][0] and "table3/" in entry["eval"][0] and "table4/" in entry["eval"][1]
     for table in ("table9/", "table10/", "table12/combination"):
         assert table in entry["detect"][0]
-    assert "table7/" in entry["transfer"][0]
-    assert "table=table2,table3,table7,table9,table10,table12" in entry["report"][0]
+    assert "table7/" in entry["transfer"][0] and "table6/c_spp_full" in entry["transfer"][1]
+    assert "table6/d_spp_full_best" in entry["transfer"][2]
+    assert "table=table2,table3,table4,table6,table7,table9,table10,table12" in entry["report"][0]
     for ln in lines:
         assert "WANDB_MODE=disabled" in ln
         assert "paths.output_dir=outputs/smoke-dry " in ln and "paths.data_dir=outputs/smoke-dry/data" in ln
@@ -59,7 +61,7 @@ def test_make_smoke_runs_every_table() -> None:
     try:
         out = _make("smoke", f"SMOKE_DIR={root}", timeout=900)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        for table in ("table2", "table3", "table7", "table9", "table10", "table12"):
+        for table in ("table2", "table3", "table4", "table6", "table7", "table9", "table10", "table12"):
             # a table whose smoke runs are not its own recipe (the tiny classification scale) is reported beside the
             # runs (<runs_root>/report), the others in the smoke's reports folder
             done = [REPO / root / sub / table / "results.md" for sub in ("reports", "runs/report")]

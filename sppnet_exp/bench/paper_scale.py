@@ -150,10 +150,10 @@ def stage_finetune_worker(
     """What one fine-tuning loader worker does: load a chunk of ``chunk_images`` images' maps (5 scales, both
     orientations) and pool batches on the fly (random scale, flips). Seconds per batch; RSS before and after."""
     from sppnet_exp.detection.features.conv_cache import ConvCache
-    from sppnet_exp.detection.features.mapping import receptive_field
     from sppnet_exp.detection.features.pooling import PoolingSpec
     from sppnet_exp.detection.finetune.batches import PooledWindows
     from sppnet_exp.models import build_model
+    from sppnet_exp.models.geometry import receptive_field
 
     torch.set_num_threads(1)  # as in a loader worker
     geom = receptive_field(build_model("zf5").features)
@@ -194,10 +194,10 @@ def stage_spp_image(short: int, windows: int, images: int, scales: tuple[int, ..
     apply the four rows' layers (pretrained and fine-tuned fc6/fc7), score 20 classes and run NMS."""
     from sppnet_exp.detection.evaluation.inference import detect_image, scores_for
     from sppnet_exp.detection.features.heads import FCHead
-    from sppnet_exp.detection.features.mapping import receptive_field
     from sppnet_exp.detection.features.pooling import PoolingSpec, WindowPooler
     from sppnet_exp.detection.features.windows import SPPFeatures
     from sppnet_exp.models import build_model
+    from sppnet_exp.models.geometry import receptive_field
 
     torch.manual_seed(0)
     net = build_model("zf5").eval()

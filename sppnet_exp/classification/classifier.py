@@ -16,9 +16,11 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection, MinMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 
+from sppnet_exp.classification.map_views import MapViewSettings, MapViewTester
 from sppnet_exp.classification.sizes import SizeSchedule
 from sppnet_exp.data.batches import finish_batch
 from sppnet_exp.data.device_decode import EncodedBatch
+from sppnet_exp.data.views import MAP_VIEWS
 from sppnet_exp.models import build_model
 
 PLATEAU_WINDOW = 10  # steps of the running training loss that decides when a run leaves the initial plateau
@@ -58,7 +60,9 @@ class SPPClassifier(L.LightningModule):
     Training crops arrive at the full crop size; the size schedule resizes the whole batch to the epoch's
     size (e.g. 224 → 180: same content, lower resolution), so every DDP rank switches at the same epoch.
     Tests average softmax scores over the views each test loader yields (10-view, 1-crop or 1-full); the views
-    of all images of a batch go through the network in one forward pass.
+    of all images of a batch go through the network in one forward pass. The views pooled from feature maps
+    (``10view_maps``, ``multiview``, ``multiview_full``; :mod:`.map_views`, Table 4) take whole images and the
+    geometry ``map_views`` (the keyword arguments of :class:`~.map_views.MapViewSettings`).
 
     Batch hooks: ``on_before_batch_transfer`` decodes ``data.decode=gpu`` batches on this module's device
     (:mod:`sppnet_exp.data.device_decode`); ``on_after_batch_transfer`` normalises uint8 batches and applies
@@ -76,9 +80,11 @@ class SPPClassifier(L.LightningModule):
         eval_views: Sequence[str] = ("10view",),
         seed: int = 0,
         channels_last: bool = False,
+        map_views: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["channels_last"])  # a speed setting, not part of the model
+        # channels_last is a speed setting and the map views' geometry a test setting: neither is part of the model
+        self.save_hyperparameters(ignore=["channels_last", "map_views"])
         self.channels_last = bool(channels_last)
         self.net = build_model(**{**model, "num_classes": num_classes})
         self.multilabel = multilabel
@@ -87,6 +93,7 @@ class SPPClassifier(L.LightningModule):
         )
         self.optim_cfg = dict(optim or {})
         self.eval_views = list(eval_views)
+        self.map_settings = MapViewSettings(**(map_views or {}))
         self.train_metrics = _error_metrics(num_classes, multilabel)
         self.val_metrics = _error_metrics(num_classes, multilabel)
         self.test_metrics = nn.ModuleDict({v: _error_metrics(num_classes, multilabel) for v in self.eval_views})
@@ -214,10 +221,13 @@ class SPPClassifier(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.test_scores: dict[str, list[tuple[Tensor, Tensor]]] = {v: [] for v in self.eval_views}
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def test_step(self, batch: tuple[Any, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         views, targets = batch
         view = self.eval_views[dataloader_idx]
-        scores = self.predict_views(views)
+        if view in MAP_VIEWS:
+            scores = MapViewTester(self.net, self.map_settings).scores(views, view, self.multilabel)
+        else:
+            scores = self.predict_views(views)
         self._update(self.test_metrics[view], scores, targets)
         self.test_counts[view].update(float(targets.shape[0]))
         self.test_scores[view].append((scores.detach().cpu(), targets.detach().cpu()))

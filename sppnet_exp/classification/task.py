@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sppnet_exp.classification.classifier import SPPClassifier
+from sppnet_exp.classification.map_views import MapViewSettings
+from sppnet_exp.data.views import MAP_VIEWS
 from sppnet_exp.engine.lifecycle import check_settings, open_run, record_table, tables_with
 from sppnet_exp.engine.results import superseded_count, write_results
 from sppnet_exp.engine.wiring import (
@@ -39,20 +42,41 @@ from sppnet_exp.engine.wiring import (
 log = logging.getLogger(__name__)
 
 
-def _finished_views(results: dict[str, Any] | None) -> set[str]:
+def _finished_views(results: dict[str, Any] | None, map_views: dict[str, Any]) -> set[str]:
+    """The views ``results`` holds; the views pooled from feature maps only when they were tested with the map
+    settings asked for now (``map_views``: mapping, offset, scales)."""
     if not results or results.get("status") != "finished":
         return set()
-    return set(results.get("metrics", {}))
+    done = set(results.get("metrics", {}))
+    if results.get("map_views") != map_views:
+        done -= set(MAP_VIEWS)
+    return done
+
+
+def _map_views(cfg: DictConfig) -> dict[str, Any]:
+    """The geometry of the views pooled from feature maps: the data's test sizes and ``eval.map``, the scales
+    resolved (:class:`~sppnet_exp.classification.map_views.MapViewSettings`)."""
+    m = cfg.eval.map
+    settings = MapViewSettings(
+        crop=int(cfg.data.crop),
+        ten_scale=int(cfg.data.resize),
+        full_scale=int(cfg.data.full_resize),
+        scales=None if m.scales is None else tuple(int(s) for s in m.scales),
+        mapping=str(m.mapping),
+        offset=float(m.offset),
+    )
+    return {**asdict(settings), "scales": list(settings.scales or ())}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (or resume, or skip) the cell ``cfg`` describes, test the views it asks for, return results."""
     run_dir = Path(cfg.run_dir)
     views = list(cfg.eval.views)
+    map_views = _map_views(cfg)
     retrain = bool(cfg.retrain)
     previous = open_run(cfg, [check_settings])
     _name_wandb_run(cfg, run_dir)
-    done_views = _finished_views(previous)
+    done_views = _finished_views(previous, map_views)
     if cfg.skip_finished and previous is not None and set(views) <= done_views:
         log.info(f"Skipping finished cell <{cfg.cell}>: {run_dir} has views {sorted(done_views)}")
         record_table(run_dir, previous, cfg.table)
@@ -72,7 +96,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if not last_ckpt.exists():
             raise FileNotFoundError(f"{run_dir}: results.json says finished but {last_ckpt} is missing")
         module = SPPClassifier.load_from_checkpoint(
-            last_ckpt, map_location="cpu", eval_views=views, channels_last=channels_last(cfg)
+            last_ckpt, map_location="cpu", eval_views=views, channels_last=channels_last(cfg), map_views=map_views
         )
     else:
         module = SPPClassifier(
@@ -84,6 +108,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             eval_views=views,
             seed=cfg.seed,
             channels_last=channels_last(cfg),
+            map_views=map_views,
         )
 
     module.predictions_dir = run_dir / "predictions"  # per-image test scores (the paired noise figures)
@@ -130,6 +155,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         }
     payload = {**meta, "status": "finished", "train": train_info, "tables": tables_with(previous, cfg.table)}
     payload["metrics"] = {**(previous or {}).get("metrics", {}), **metrics} if training_done else metrics
+    tested_maps = any(v in MAP_VIEWS for v in views)
+    recorded = (previous or {}).get("map_views") if training_done else None
+    if tested_maps or recorded is not None:
+        payload["map_views"] = map_views if tested_maps else recorded  # the settings of the map views' metrics
     write_results(run_dir, payload)
     log.info(f"<{cfg.cell}> results: {metrics}  ({run_dir / 'results.json'})")
     return payload

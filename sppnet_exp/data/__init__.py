@@ -6,8 +6,7 @@ The names below are imported on first use (PEP 562), so a light submodule (:mod:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sppnet_exp.utils.lazy import lazy_getattr
 
 _SOURCES = {
     "ClassificationDataModule": "base",
@@ -34,15 +33,7 @@ _SOURCES = {
 }
 
 __all__ = sorted(_SOURCES)
-
-
-def __getattr__(name: str) -> Any:
-    """``from sppnet_exp.data import X``: import X's submodule on first use."""
-    if name not in _SOURCES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_SOURCES[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _SOURCES, globals())  # ``from sppnet_exp.data import X``: X's module on first use
 
 
 def __dir__() -> list[str]:

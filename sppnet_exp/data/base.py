@@ -39,9 +39,12 @@ from .batches import collate_train_uint8
 from .device_decode import EncodedImageList, collate_encoded
 from .file_lists import cache_path, load_or_scan
 from .generated import ensure_generated
-from .images import ImageList, Target, collate_eval, collate_train, image_size
+from .images import ImageList, Target, collate_eval, collate_train, collate_whole, image_size, whole_image
 from .samplers import EpochShuffleSampler, SeededIndices, SizeBucketBatchSampler, UnrepeatedDistributedSampler
 from .transforms import EVAL_VIEWS, EvalTransform, TrainTransform, resized_size
+from .views import MAP_VIEWS
+
+TEST_VIEWS = (*EVAL_VIEWS, *MAP_VIEWS)  # crops and full images, and the views pooled from feature maps
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +103,9 @@ class ClassificationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         views = list(eval_views)
-        bad = [v for v in views if v not in EVAL_VIEWS]
+        bad = [v for v in views if v not in TEST_VIEWS]
         if bad or not views:
-            raise ValueError(f"eval_views must be a non-empty list from {EVAL_VIEWS}, got {views}")
+            raise ValueError(f"eval_views must be a non-empty list from {TEST_VIEWS}, got {views}")
         if worker_output not in WORKER_OUTPUTS:
             raise ValueError(f"worker_output must be one of {WORKER_OUTPUTS}, got {worker_output!r}")
         if decode not in DECODERS:
@@ -176,7 +179,7 @@ class ClassificationDataModule(L.LightningDataModule):
         """The dataset folder (the generated one when ``root`` is None; generated on first use)."""
         if self._data_root is None:
             if self.root is None:
-                self._data_root = ensure_generated(self.generated_dir, self.generated_layout, **self.gen_kwargs)
+                self._data_root = self.generate()
             else:
                 self._data_root = Path(self.root).expanduser()
         return self._data_root
@@ -184,7 +187,12 @@ class ClassificationDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Generate the embedded dataset if needed (called once per node by Lightning)."""
         if self.root is None:
-            ensure_generated(self.generated_dir, self.generated_layout, **self.gen_kwargs)
+            self.generate()
+
+    def generate(self) -> Path:
+        """The generated dataset of ``generated_layout`` under ``generated_dir`` (written once; see
+        :func:`~sppnet_exp.data.generated.ensure_generated`); a subclass with another generator overrides this."""
+        return ensure_generated(self.generated_dir, self.generated_layout, **self.gen_kwargs)
 
     def setup(self, stage: str | None = None) -> None:
         """Scan the dataset once (rank 0 scans or reads the file-list cache; other ranks read it)."""
@@ -284,7 +292,11 @@ class ClassificationDataModule(L.LightningDataModule):
         )
 
     def eval_dataset(self, view: str) -> Dataset:
-        """The evaluation split with the transform of ``view`` (errors raise, naming the file)."""
+        """The evaluation split with the transform of ``view`` (errors raise, naming the file). The views pooled from
+        feature maps read the whole decoded image (on the CPU, whatever ``decode`` says: a batch of them has as many
+        sizes as images)."""
+        if view in MAP_VIEWS:
+            return ImageList(self.eval_samples, whole_image)
         transform = EvalTransform(view, self.resize, self.crop, self.full_resize)
         if self.decode == "gpu":
             return EncodedImageList(self.eval_samples, view=transform)
@@ -295,6 +307,8 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def eval_collate(self, view: str) -> Callable[[list[Any]], Any]:
         """The collate function matching :meth:`eval_dataset`."""
+        if view in MAP_VIEWS:
+            return collate_whole
         if self.decode == "gpu":
             return partial(collate_encoded, transform=EvalTransform(view, self.resize, self.crop, self.full_resize))
         return collate_eval
@@ -311,9 +325,10 @@ class ClassificationDataModule(L.LightningDataModule):
         return self._size_cache[self.full_resize]
 
     def view_dataloader(self, view: str) -> DataLoader:
-        """Loader of one eval view over this rank's un-repeated shard: ``(images[B,V,3,h,w], targets)``."""
-        if view not in EVAL_VIEWS:
-            raise ValueError(f"unknown eval view {view!r}; expected one of {EVAL_VIEWS}")
+        """Loader of one eval view over this rank's un-repeated shard: ``(images[B,V,3,h,w], targets)``; for a view
+        pooled from feature maps ``([img_1, ..., img_B], targets)``, the whole images."""
+        if view not in TEST_VIEWS:
+            raise ValueError(f"unknown eval view {view!r}; expected one of {TEST_VIEWS}")
         dataset = self.eval_dataset(view)
         world, rank = self._world()
         collate = self.eval_collate(view)

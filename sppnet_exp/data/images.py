@@ -172,3 +172,14 @@ def collate_eval(batch: list[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor
     """Stack eval views: ``(images[B,V,3,h,w], targets)`` (all images of a batch must share a size)."""
     images = torch.stack([b[0] for b in batch])
     return images, _stack_targets([b[1] for b in batch])
+
+
+def whole_image(img: torch.Tensor) -> torch.Tensor:
+    """The decoded ``uint8 [3,H,W]`` image as it is: the input of the views pooled from feature maps, which resize it
+    themselves to each of their scales (a named function, so that loader workers can pickle it)."""
+    return img
+
+
+def collate_whole(batch: list[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Whole images of different sizes: ``([img_1, ..., img_B], targets)``."""
+    return [b[0] for b in batch], _stack_targets([b[1] for b in batch])

@@ -19,9 +19,21 @@ from dataclasses import dataclass
 
 from sppnet_exp.data.transforms import five_positions, resized_size
 
-__all__ = ["MULTIVIEW_SCALES", "View", "multiview", "nine_positions", "ten_views"]
+__all__ = [
+    "MAP_VIEWS",
+    "MULTIVIEW_SCALES",
+    "View",
+    "map_view_windows",
+    "multiview",
+    "multiview_scales",
+    "nine_positions",
+    "ten_views",
+]
 
 MULTIVIEW_SCALES = (224, 256, 300, 360, 448, 560)
+# The test views pooled from conv5 maps (``eval.views``): the standard 10 views, the 96 views of six scales, and
+# those 96 with the two full-image views (the image at the full view's size and its mirror), Table 4's last row.
+MAP_VIEWS = ("10view_maps", "multiview", "multiview_full")
 
 
 @dataclass(frozen=True)
@@ -74,3 +86,28 @@ def multiview(
         for flip in (False, True) if flips else (False,):
             views += [View(int(s), t, left, crop, flip) for t, left in nine_positions(h, w, crop)]
     return views
+
+
+def multiview_scales(crop: int, scales: Sequence[int] | None = None) -> tuple[int, ...]:
+    """The multi-view scales for ``crop``-pixel views: ``scales`` as given, or the paper's six for its 224-pixel views
+    scaled by ``crop / 224`` (half up; the embedded 112-pixel views: 112, 128, 150, 180, 224, 280)."""
+    if scales is not None:
+        out = tuple(int(s) for s in scales)
+    else:
+        out = tuple(int(s * crop / 224 + 0.5) for s in MULTIVIEW_SCALES)
+    if not out or min(out) < crop:
+        raise ValueError(f"multi-view scales must be a non-empty list of sizes >= the view ({crop}), got {list(out)}")
+    return out
+
+
+def map_view_windows(
+    name: str, height: int, width: int, crop: int, ten_scale: int, scales: Sequence[int]
+) -> list[View]:
+    """The windows of map view ``name`` (one of :data:`MAP_VIEWS`) on an image of ``height x width``: the 10 views at
+    ``ten_scale`` for ``"10view_maps"``, the multi-view windows at ``scales`` otherwise (the full views of
+    ``"multiview_full"`` are whole maps, not windows)."""
+    if name not in MAP_VIEWS:
+        raise ValueError(f"map view must be one of {MAP_VIEWS}, got {name!r}")
+    if name == "10view_maps":
+        return ten_views(height, width, ten_scale, crop)
+    return multiview(height, width, scales, crop)

@@ -8,7 +8,12 @@ standard 20 classes, whose usual order is alphabetical).
 Difficult objects (``difficult="positive"``, the default): an image is positive for a class if it has ANY
 object of that class, difficult ones included. ``"ignore"``: a class present only through difficult objects
 gets target ``-1`` (the loss/metric must mask targets < 0); ``"negative"``: such a class gets 0. Targets are
-``float[C]`` in {1, 0} (and -1 for ignored). The evaluation split is ``test_split``."""
+``float[C]`` in {1, 0} (and -1 for ignored). The evaluation split is ``test_split``.
+
+``root=None``: the generated VOC2007-layout scenes (:func:`~sppnet_exp.data.generated_det.ensure_generated_voc`,
+the detection tables' generator: several objects of the generated shape classes per image, some difficult), with
+``gen_classes`` classes, ``gen_classes x gen_train_per_class`` trainval and ``gen_classes x gen_val_per_class``
+test images and ``gen_seed``: Table 6's embedded default."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from typing import Any
 import torch
 
 from .base import ClassificationDataModule, Sample
+from .generated_det import ensure_generated_voc
 from .roots import VOC_CLS_LAYOUT
 
 LAYOUT = VOC_CLS_LAYOUT
@@ -109,10 +115,10 @@ def scan_voc(
 
 
 class VOC2007ClsDataModule(ClassificationDataModule):
-    """VOC 2007 multi-label image classification; requires ``root``."""
+    """VOC 2007 multi-label image classification (``root=None``: generated VOC-layout scenes)."""
 
     dataset_name = "voc07_cls"
-    generated_layout = None
+    generated_layout = "voc_scenes"
     multilabel = True
 
     def __init__(
@@ -129,6 +135,14 @@ class VOC2007ClsDataModule(ClassificationDataModule):
         super().__init__(root=root, **kwargs)
         self.train_split, self.test_split, self.difficult = train_split, test_split, difficult
         self.classes = list(classes) if classes else None
+
+    def generate(self) -> Path:
+        """The generated scenes: ``gen_classes x gen_train_per_class`` trainval and ``x gen_val_per_class`` test."""
+        g = self.gen_kwargs
+        k = g["num_classes"]
+        return ensure_generated_voc(
+            self.generated_dir, k, trainval=k * g["train_per_class"], test=k * g["val_per_class"], seed=g["seed"]
+        )
 
     def _scan(self, root: Path) -> tuple[list[str], list[Sample], list[Sample]]:
         return scan_voc(root, self.train_split, self.test_split, self.difficult, self.classes)

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from sppnet_exp.models.window_rules import MAPPING_RULES
+
 __all__ = [
     "CACHE_DTYPES",
     "MAPPING_RULES",
@@ -39,7 +41,6 @@ NEG_PRUNE = ("overlap", "conv5_box", "none")
 CACHE_DTYPES = ("float32", "float16")
 PROTOCOLS = ("spp", "rcnn")
 PROPOSAL_SOURCES = ("selective_search", "rcnn_mat", "array_dir")
-MAPPING_RULES = ("receptive_field", "paper", "paper_offset")
 SCALE_RULES = ("paper", "authors")
 
 

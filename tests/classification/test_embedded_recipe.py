@@ -19,9 +19,9 @@ from sppnet_exp.classification import SizeSchedule
 from sppnet_exp.classification.classifier import PLATEAU_FRACTION, PLATEAU_WINDOW, SPPClassifier
 from sppnet_exp.classification.task import train
 from sppnet_exp.config import config_dir
-from sppnet_exp.detection.features.mapping import receptive_field
 from sppnet_exp.engine.wiring import model_kwargs
 from sppnet_exp.models import build_model
+from sppnet_exp.models.geometry import receptive_field
 from tests.test_configs import EXPERIMENTS
 
 TABLE2 = [e for e in EXPERIMENTS if e.startswith("table2/")]

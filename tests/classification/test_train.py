@@ -22,12 +22,12 @@ ONE_BATCH = [
 ]
 
 
-CLASSIFICATION = [e for e in EXPERIMENTS if e.split("/")[0] in ("table2", "table3")]
+CLASSIFICATION = [e for e in EXPERIMENTS if e.split("/")[0] in ("table2", "table3", "table4")]
 
 
 @pytest.mark.parametrize("experiment", CLASSIFICATION)
 def test_one_batch_of_every_experiment(experiment: str, make_cfg: Callable[..., DictConfig]) -> None:
-    name = "eval" if experiment.startswith("table3/") else "train"
+    name = "eval" if experiment.startswith(("table3/", "table4/")) else "train"
     cfg = make_cfg(f"experiment={experiment}", *ONE_BATCH, config_name=name)
     results = train(cfg)
     assert results["status"] == "finished"
@@ -65,6 +65,21 @@ class KillAfterFirstEpoch(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == 1:
             raise RuntimeError("killed")
+
+
+def test_map_views_are_tested_again_under_other_map_settings(make_cfg: Callable[..., DictConfig]) -> None:
+    """Table 4's views pooled from feature maps keep the run dir of the checkpoint (a test setting), so their results
+    record the map settings, and other settings test them again (the crop views are kept)."""
+    cfg = make_cfg("experiment=table4/overfeat7_spp_multi", *ONE_BATCH, config_name="eval")
+    first = train(cfg)
+    assert first["map_views"]["mapping"] == "receptive_field" and first["map_views"]["scales"][0] == cfg.data.crop
+    assert train(cfg)["metrics"] == first["metrics"]  # finished with these settings: skipped
+    other = make_cfg("experiment=table4/overfeat7_spp_multi", "eval.map.mapping=paper", *ONE_BATCH, config_name="eval")
+    assert other.run_dir == cfg.run_dir
+    again = train(other)
+    assert again["map_views"]["mapping"] == "paper"
+    assert again["metrics"]["10view"] == first["metrics"]["10view"]
+    assert set(again["metrics"]) == {"10view", "10view_maps", "multiview", "multiview_full"}
 
 
 def test_killed_run_resumes_from_last_checkpoint(make_cfg: Callable[..., DictConfig]) -> None:

@@ -97,8 +97,18 @@ def test_generated_default(tmp_path: Path) -> None:
     dm.setup("fit")
     assert dm.name == "generated" and dm.num_classes == 3 and len(dm.train_samples) == 12
     assert dm.data_root.parent == tmp_path
-    with pytest.raises(ValueError, match="needs a root"):
-        VOC2007ClsDataModule(root=None)
+    # VOC 2007 classification's embedded default: generated VOC-layout scenes, multi-hot targets (Table 6)
+    voc = VOC2007ClsDataModule(
+        root=None, generated_dir=str(tmp_path), gen_classes=3, gen_train_per_class=3, gen_val_per_class=2,
+        difficult="ignore", **SMALL,
+    )  # fmt: skip
+    voc.prepare_data()
+    voc.setup("fit")
+    targets = torch.stack([t for _, t in voc.train_samples])
+    assert voc.multilabel and voc.name == "generated" and voc.num_classes == 3
+    assert len(voc.train_samples) == 9 and len(voc.eval_samples) == 6 and targets.shape == (9, 3)
+    assert set(targets.unique().tolist()) <= {-1.0, 0.0, 1.0} and (targets != 0).any(1).all()  # each has an object
+    assert (voc.data_root / "Annotations").is_dir() and voc.data_root.parent == tmp_path
 
 
 def test_imagenet_flat_val_with_devkit(tmp_path: Path) -> None:

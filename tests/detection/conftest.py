@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from sppnet_exp.detection.features.conv_cache import ConvCache, build_conv_cache
-from sppnet_exp.detection.features.mapping import receptive_field
 from sppnet_exp.detection.features.pooling import PoolingSpec
 from sppnet_exp.detection.structures.roidb import build_windows
 from sppnet_exp.models import build_model
+from sppnet_exp.models.geometry import receptive_field
 
 SCALES = (64, 96, 128)
 CPU = {"accelerator": "cpu"}

@@ -12,10 +12,10 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from sppnet_exp.config import compose_config
-from sppnet_exp.detection.features.mapping import receptive_field
 from sppnet_exp.detection.features.pooling import PoolingSpec
 from sppnet_exp.detection.settings import SCHEMAS, PoolingRules, ProposalSettings, SVMConfig, TestProtocol
 from sppnet_exp.models import build_model
+from sppnet_exp.models.geometry import receptive_field
 
 
 def _detect(*overrides: str):

@@ -1,5 +1,5 @@
-"""Tables 6-7's transfer pieces: the views, the layer features of a net, the SVMs, the feature cache and the
-Caltech101 split protocol of a transfer run."""
+"""Tables 6-7's transfer pieces: the views, the layer features of a net, the SVMs (single- and multi-label), the VOC07
+classification AP, the feature cache, the Caltech101 split protocol and Table 6's run with its choice of s."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from sppnet_exp.config import compose_config
 from sppnet_exp.engine.wiring import build_datamodule
 from sppnet_exp.models import build_model
 from sppnet_exp.transfer.features import extract, layer_features, layers_for
-from sppnet_exp.transfer.svm import choose_c, fit_ovr, l2_normalize, mean_class_accuracy
+from sppnet_exp.transfer.svm import choose_c, fit_ovr, l2_normalize, mean_average_precision, mean_class_accuracy
 from sppnet_exp.transfer.task import FeatureCache
 from sppnet_exp.transfer.views import view
+from sppnet_exp.utils.average_precision import classification_ap
 
 
 def _net(head: str = "spp"):
@@ -86,6 +87,38 @@ def test_svms_separate_a_separable_set_and_accuracy_weights_classes_equally() ->
     np.testing.assert_allclose(np.linalg.norm(l2_normalize(x), axis=1), 1.0, rtol=1e-5)
     best, scores = choose_c(x, y, 4, grid=(0.01, 10.0))
     assert best == 10.0 and scores[10.0] == 1.0 and scores[0.01] < 1.0
+
+
+def test_multilabel_svms_separate_a_separable_set_and_skip_ignored_labels() -> None:
+    """VOC 2007's path: one SVM per class on multi-hot targets, the -1 (difficult-only) images left out of that class's
+    SVM and AP; a separable set gives mAP 1, and ignored images that the SVM ranks first change nothing."""
+    rng = np.random.default_rng(1)
+    k, n = 3, 120
+    t = (rng.random((n, k)) < 0.4).astype(np.float32)
+    t[t.sum(1) == 0, 0] = 1.0
+    directions = np.eye(k, 8) * 4
+    x = t @ directions + rng.normal(size=(n, 8)) * 0.2  # each present class adds its own direction
+    labels = t.copy()
+    flip = rng.choice(np.flatnonzero(t[:, 1] == 0), 10, replace=False)
+    labels[flip, 1] = -1.0  # difficult-only images of class 1, drawn as positives: left out, never negatives
+    x[flip] += directions[1]
+    model = fit_ovr(x, labels, k, C=10.0)
+    assert mean_average_precision(model.scores(x), labels) == pytest.approx(1.0)
+    assert mean_average_precision(model.scores(x), np.where(labels < 0, 0.0, labels)) < 1.0  # as negatives: errors
+    best, scores = choose_c(x, labels, k, grid=(0.001, 10.0))
+    assert scores[10.0] == pytest.approx(1.0) and best in (0.001, 10.0)  # held-out folds: separable too
+
+
+def test_classification_ap_is_the_devkit_11_point_ap() -> None:
+    # ranked: +, -, +, ignored, -, +  -> recall/precision after each counted image: (1/3, 1), (1/3, 1/2), (2/3, 2/3),
+    # (2/3, 2/3) again (the ignored image counts neither way), (2/3, 1/2), (1, 3/5); 11-point: t = 0..0.3 -> 1 (4
+    # points), 0.4..0.6 -> 2/3 (3), 0.7..1 -> 3/5 (4)
+    scores = np.array([0.9, 0.8, 0.7, 0.65, 0.6, 0.5])
+    targets = np.array([1, 0, 1, -1, 0, 1])
+    assert classification_ap(scores, targets) == pytest.approx((4 * 1 + 3 * 2 / 3 + 4 * 0.6) / 11)
+    worse = np.array([0.8, 0.9, 0.7, 0.65, 0.6, 0.5])  # the first negative ranked above the first positive
+    assert classification_ap(worse, targets) < classification_ap(scores, targets)
+    assert np.isnan(classification_ap(scores, np.zeros(6)))  # no positive: no AP (left out of the mAP)
 
 
 def test_feature_cache_computes_each_image_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,3 +211,28 @@ def test_a_transfer_run_writes_each_layer_and_a_finished_run_is_skipped(tmp_path
     assert len(list((tmp_path / "outputs" / "cache" / "transfer").glob("*.npz"))) == 1
     again = transfer(compose_config("transfer", overrides))
     assert again["updated"] == on_disk["updated"]  # skipped: the finished run is returned as it was
+
+
+def test_a_voc07_run_chooses_s_on_held_out_training_images(tmp_path: Path) -> None:
+    """Table 6 (d) end to end on a few generated VOC-layout scenes: multi-label targets, every layer's mAP, and the s
+    of the grid chosen on held-out trainval images (the test images never choose it), then used for the test."""
+    from sppnet_exp.transfer.task import transfer
+
+    net = _net("spp")
+    hp = {"model": {"name": "zf5", "head": "spp", "levels": [6, 3, 2, 1], "width": 0.125, "input_size": 112},
+          "num_classes": 5}  # fmt: skip
+    ckpt = tmp_path / "net.ckpt"
+    torch.save({"hyper_parameters": hp, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, ckpt)
+    cfg = compose_config("transfer", [
+        "experiment=table6/d_spp_full_best", f"paths.root_dir={tmp_path}", f"pretrained.checkpoint={ckpt}",
+        "logger=csv", "progress=false", "data.gen_classes=3", "data.gen_train_per_class=8",
+        "data.gen_val_per_class=5", "layers=[pool5,fc7]", "svm.C=1.0", "size_grid.factors=[1.0,1.5]",
+    ])  # fmt: skip
+    out = transfer(cfg)
+    info = out["transfer"]
+    assert out["status"] == "finished" and set(out["metrics"]) == {"pool5", "fc7"}
+    assert all(0.0 <= m["mAP"] <= 100.0 for m in out["metrics"].values())
+    assert info["train_images"] == 24 and info["test_images"] == 15 and info["classes"] == 3
+    search = info["size_search"]
+    assert set(search["scores"]) == {"112", "168"} and search["held_out"] == 7
+    assert info["size"] == search["chosen"] == max((112, 168), key=lambda s: sum(search["scores"][str(s)].values()))

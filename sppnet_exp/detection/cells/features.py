@@ -22,12 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from sppnet_exp.detection.cells.common import CellData, conv5_tag, conv_trainer_kwargs, window_tag
 from sppnet_exp.detection.cells.disk import check_free_space, conv5_bytes
 from sppnet_exp.detection.features.conv_cache import ConvCache, build_conv_cache
-from sppnet_exp.detection.features.mapping import receptive_field
 from sppnet_exp.detection.features.pooling import PoolingSpec, WindowPooler
 from sppnet_exp.detection.features.window_cache import WindowCache, window_cache_bytes
 from sppnet_exp.detection.features.windows import CachedFeatures, RCNNFeatures, SPPFeatures, WindowFeatures
 from sppnet_exp.detection.settings import PoolingRules
 from sppnet_exp.engine.wiring import resolve_device
+from sppnet_exp.models.geometry import receptive_field
 from sppnet_exp.models.net import SPPNet
 from sppnet_exp.utils.dist import is_primary
 

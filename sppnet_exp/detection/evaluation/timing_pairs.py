@@ -33,9 +33,9 @@ import torch
 
 from sppnet_exp.detection.evaluation.timing import time_rcnn_image, time_spp_image
 from sppnet_exp.detection.features.heads import FCHead
-from sppnet_exp.detection.features.mapping import receptive_field
 from sppnet_exp.detection.features.pooling import PoolingSpec, WindowPooler
 from sppnet_exp.detection.features.warping import warp_windows
+from sppnet_exp.models.geometry import receptive_field
 from sppnet_exp.utils.paired import Derived, run_pairs
 
 __all__ = [

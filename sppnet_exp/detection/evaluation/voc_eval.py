@@ -29,9 +29,10 @@ import numpy as np
 
 from sppnet_exp.detection.structures.detections import Detections, write_detections
 from sppnet_exp.formats.pr_curves import pr_path
+from sppnet_exp.utils.average_precision import voc_ap
 from sppnet_exp.utils.io import atomic_write_json
 
-__all__ = ["GroundTruth", "VOCResult", "evaluate_and_write", "evaluate_detections", "pr_points", "voc_ap"]
+__all__ = ["GroundTruth", "VOCResult", "evaluate_and_write", "evaluate_detections", "pr_points"]
 
 PR_MAX_POINTS = 100
 
@@ -68,40 +69,6 @@ class VOCResult:
             return None if math.isnan(v) else float(v)
 
         return {"mAP": num(self.map), "AP": {c: num(v) for c, v in self.ap.items()}}
-
-
-def matlab_colon(a: float, d: float, b: float) -> np.ndarray:
-    """MATLAB's ``a:d:b`` in float64, element for element: the first half ``a + k d``, the second half
-    ``b - (n - k) d`` (the colon operator works from both ends). ``0:0.1:1`` gives ``t(4) = 0.30000000000000004``
-    (``3 * 0.1``) and ``t(8) = 1 - 3 * 0.1``, not ``k / 10``."""
-    n = int(np.floor((b - a) / d + 1e-10))
-    end = a + n * d if abs(a + n * d - b) > 1e-12 * max(1.0, abs(b)) else b
-    k = np.arange(n + 1, dtype=np.float64)
-    return np.where(k <= n / 2, a + k * d, end - (n - k) * d)
-
-
-VOC07_THRESHOLDS = matlab_colon(0.0, 0.1, 1.0)  # VOCevaldet.m: for t = 0:0.1:1
-
-
-def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True) -> float:
-    """AP from a PR curve (detections in decreasing score order). NaN precisions (0/0) are ignored, like MATLAB's
-    ``max``. VOC07: mean over the devkit's ``t = 0:0.1:1`` (:data:`VOC07_THRESHOLDS`, MATLAB's floats: a recall of
-    exactly 3/10 does not reach t(4) = 0.30000000000000004) of the max precision at recall >= t (0 if none).
-    Otherwise the area under the monotone precision envelope (VOC2010+ ``VOCap``)."""
-    rec = np.asarray(recall, dtype=np.float64).reshape(-1)
-    prec = np.asarray(precision, dtype=np.float64).reshape(-1)
-    if use_07_metric:
-        points = []
-        for t in VOC07_THRESHOLDS:
-            p = prec[rec >= t]
-            p = p[~np.isnan(p)]
-            points.append(p.max() if p.size else 0.0)
-        return float(sum(points) / 11)  # sum first: a perfect curve gives exactly 1.0
-    mrec = np.concatenate([[0.0], rec, [1.0]])
-    mpre = np.concatenate([[0.0], prec, [0.0]])
-    mpre = np.fmax.accumulate(mpre[::-1])[::-1]  # right-to-left envelope; fmax skips NaN
-    i = np.flatnonzero(mrec[1:] != mrec[:-1]) + 1
-    return float(np.sum((mrec[i] - mrec[i - 1]) * mpre[i]))
 
 
 def _gt_items(gt: Any, classes: Sequence[str] | None) -> tuple[list[str], list[tuple[str, Any]], list[str]]:

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sppnet_exp.detection.features.mapping import RFGeometry, choose_scales, image_scales, map_windows, scale_boxes
+from sppnet_exp.detection.features.mapping import choose_scales, image_scales, scale_boxes
 from sppnet_exp.detection.features.window_spp import WindowSPP
 from sppnet_exp.detection.settings import PoolingRules
+from sppnet_exp.models.geometry import RFGeometry, map_windows
 
 __all__ = ["PoolingSpec", "WindowPooler", "direct_is_cheaper"]
 

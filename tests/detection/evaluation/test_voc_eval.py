@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 
 from sppnet_exp.detection.evaluation.combine import combine_detections
-from sppnet_exp.detection.evaluation.voc_eval import (
-    VOC07_THRESHOLDS,
-    GroundTruth,
-    VOCResult,
-    evaluate_detections,
-    voc_ap,
-)
+from sppnet_exp.detection.evaluation.voc_eval import GroundTruth, VOCResult, evaluate_detections
 from sppnet_exp.detection.structures.detections import Detections
+from sppnet_exp.utils.average_precision import VOC07_THRESHOLDS, voc_ap
 
 CLASSES = ["a", "b"]
 
@@ -359,7 +354,7 @@ def test_combination_is_per_class_and_per_image_and_capped():
 
 def test_voc07_thresholds_are_matlabs_colon() -> None:
     """``0:0.1:1`` as MATLAB computes it: t(4) = 3 * 0.1 = 0.30000000000000004, t(8) = 1 - 3 * 0.1."""
-    from sppnet_exp.detection.evaluation.voc_eval import VOC07_THRESHOLDS, matlab_colon
+    from sppnet_exp.utils.average_precision import VOC07_THRESHOLDS, matlab_colon
 
     t = VOC07_THRESHOLDS
     assert len(t) == 11 and t[0] == 0.0 and t[-1] == 1.0
@@ -371,7 +366,7 @@ def test_voc07_thresholds_are_matlabs_colon() -> None:
 def test_a_recall_of_exactly_three_tenths_misses_the_fourth_threshold() -> None:
     """10 GT, the first three detections correct, then only false positives: recall reaches exactly 3/10, which
     MATLAB's t(4) = 0.30000000000000004 excludes, so AP = 3/11 (t = 0, 0.1, 0.2), not 4/11."""
-    from sppnet_exp.detection.evaluation.voc_eval import voc_ap
+    from sppnet_exp.utils.average_precision import voc_ap
 
     tp = np.array([1, 1, 1, 0, 0, 0], dtype=np.float64)
     rec = np.cumsum(tp) / 10

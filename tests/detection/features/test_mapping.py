@@ -10,15 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from sppnet_exp.detection.features.mapping import (
-    RFGeometry,
-    choose_scales,
-    map_windows,
-    receptive_field,
-    resized_hw,
-    scale_boxes,
-)
+from sppnet_exp.detection.features.mapping import choose_scales, resized_hw, scale_boxes
 from sppnet_exp.models import build_model
+from sppnet_exp.models.geometry import RFGeometry, map_windows, receptive_field
 
 ZF5 = RFGeometry(stride=16, offset0=21.0, size=139)
 SCALES = (480, 576, 688, 874, 1200)

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from sppnet_exp.detection.features.conv_cache import ConvCache
-from sppnet_exp.detection.features.mapping import choose_scales, map_windows, receptive_field, scale_boxes
+from sppnet_exp.detection.features.mapping import choose_scales, scale_boxes
 from sppnet_exp.detection.features.pooling import PoolingSpec, WindowPooler
 from sppnet_exp.detection.features.window_cache import WindowCache
 from sppnet_exp.detection.features.window_spp import window_spp_reference
 from sppnet_exp.detection.features.windows import CachedFeatures, SPPFeatures
 from sppnet_exp.detection.finetune.batches import PooledWindows
 from sppnet_exp.detection.structures.boxes import flip_boxes
+from sppnet_exp.models.geometry import map_windows, receptive_field
 from tests.detection.conftest import SCALES, random_boxes
 
 
