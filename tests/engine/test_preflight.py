@@ -199,7 +199,7 @@ def test_every_experiment_belongs_to_its_commands() -> None:
             ["detect"]
             if table in ("table9", "table10", "table12")
             else ["transfer"]
-            if table == "table7"
+            if table in ("table6", "table7")
             else ["train", "eval"]
         )
         assert commands_for(name) == expected, name
