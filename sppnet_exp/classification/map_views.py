@@ -30,7 +30,7 @@ from torch import Tensor
 
 from sppnet_exp.data.batches import to_float
 from sppnet_exp.data.transforms import resize_short
-from sppnet_exp.data.views import MAP_VIEWS, MULTIVIEW_SCALES, View, map_view_windows, multiview_scales
+from sppnet_exp.data.views import MULTIVIEW_SCALES, View, map_view_windows, multiview_scales
 from sppnet_exp.models.geometry import map_windows, receptive_field
 from sppnet_exp.models.net import SPPNet
 from sppnet_exp.models.window_rules import MAPPING_RULES
@@ -56,8 +56,10 @@ class MapViewSettings:
     def __post_init__(self) -> None:
         if self.mapping not in VIEW_MAPPINGS:
             raise ValueError(f"eval.map.mapping must be one of {VIEW_MAPPINGS}, got {self.mapping!r}")
-        if self.ten_scale < self.crop or self.full_scale < 1:
+        if self.ten_scale < self.crop:
             raise ValueError(f"map views: ten_scale {self.ten_scale} must be >= the view {self.crop}")
+        if self.full_scale < 1:
+            raise ValueError(f"map views: full_scale must be a positive size, got {self.full_scale}")
         object.__setattr__(self, "scales", multiview_scales(self.crop, self.scales))
 
 
@@ -78,7 +80,7 @@ class MapViewTester:
     def views(self, name: str, height: int, width: int) -> list[View]:
         """The windows of view ``name`` for an ``height x width`` image (its full views are not windows)."""
         st = self.settings
-        return map_view_windows(name, height, width, st.crop, st.ten_scale, st.scales or MULTIVIEW_SCALES)
+        return map_view_windows(name, height, width, st.crop, st.ten_scale, st.scales)
 
     def cells(self, views: Sequence[View], map_h: int, map_w: int, width: int) -> np.ndarray:
         """0-based inclusive ``(left, top, right, bottom)`` conv cells of each view on the ``map_h x map_w`` map of
@@ -107,10 +109,8 @@ class MapViewTester:
 
     def logits(self, img: Tensor, name: str) -> Tensor:
         """Logits ``V x K`` of every view of ``name`` for the ``uint8 [3,H,W]`` image ``img`` (on the net's device)."""
-        if name not in MAP_VIEWS:
-            raise ValueError(f"map view must be one of {MAP_VIEWS}, got {name!r}")
         h, w = int(img.shape[-2]), int(img.shape[-1])
-        views = self.views(name, h, w)
+        views = self.views(name, h, w)  # checks the name
         out = []
         for scale in dict.fromkeys(v.scale for v in views):
             group = [v for v in views if v.scale == scale]
